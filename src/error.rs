@@ -1,0 +1,138 @@
+//! One error type for the whole crate.
+//!
+//! Every fallible call returns [`Result<T>`](crate::Result). The enum is
+//! `#[non_exhaustive]` so later issues (models, the CLI, the cluster backend) can
+//! add variants without breaking a user's `match`.
+
+use std::fmt;
+
+/// Everything that can go wrong in sparkbook.
+///
+/// Variants name what is at fault (the partition, the parameter, the column), so a
+/// notebook user can fix the input without reading a backtrace.
+///
+/// ```
+/// use sparkbook::prelude::*;
+///
+/// let sc = Session::builder().threads(1).progress(false).build()?;
+/// let err = sc.parallelize(vec![1, 2, 3], 0).unwrap_err();
+/// assert!(matches!(err, Error::InvalidParameter { name: "partitions", .. }));
+/// assert!(err.to_string().contains("partitions"));
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A parameter is out of its allowed range (zero partitions, zero threads, ...).
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParameter {
+        /// The parameter's name as the user wrote it.
+        name: &'static str,
+        /// Why the value is rejected.
+        reason: String,
+    },
+
+    /// User code panicked inside a partition. The panic was caught: the session and
+    /// its thread pool are still usable.
+    #[error("partition {index} ({rows} rows) panicked: {message}")]
+    Partition {
+        /// Index of the partition whose closure panicked.
+        index: usize,
+        /// Number of rows (or elements) in that partition.
+        rows: usize,
+        /// The panic message.
+        message: String,
+    },
+
+    /// User code returned an error inside a partition; the job stopped.
+    #[error("partition {index} ({rows} rows) failed: {source}")]
+    PartitionFailed {
+        /// Index of the partition whose closure returned the error.
+        index: usize,
+        /// Number of rows (or elements) in that partition.
+        rows: usize,
+        /// The error the closure returned.
+        source: Box<Error>,
+    },
+
+    /// Partitions of one frame came back with different columns or types, so they
+    /// cannot be stacked into one frame.
+    #[error("partition {index} returned schema {found}, but partition 0 returned {expected}")]
+    SchemaMismatch {
+        /// First partition whose schema differs from partition 0's.
+        index: usize,
+        /// Partition 0's schema, as `name: dtype` pairs.
+        expected: String,
+        /// The differing schema.
+        found: String,
+    },
+
+    /// A column the operation needs is not in the frame.
+    #[error("column `{name}` not found; the frame has {available}")]
+    MissingColumn {
+        /// The column looked for.
+        name: String,
+        /// The frame's columns, for the message.
+        available: String,
+    },
+
+    /// The operation would create a column that already exists.
+    #[error("column `{name}` already exists")]
+    DuplicateColumn {
+        /// The column at fault.
+        name: String,
+    },
+
+    /// The broadcast was destroyed with [`Broadcast::destroy`](crate::Broadcast::destroy).
+    #[error("broadcast #{id} was destroyed; broadcast the value again to use it")]
+    BroadcastDestroyed {
+        /// The broadcast's id, as shown by its `Debug` output.
+        id: u64,
+    },
+
+    /// The session's thread pool could not be created.
+    #[error("cannot build the session's thread pool: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+
+    /// An error from polars (reading CSV, stacking frames, ...).
+    #[error(transparent)]
+    Polars(#[from] polars::error::PolarsError),
+
+    /// An I/O error, with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A free-form error raised by user code (`Err("...".into())` in a closure).
+    #[error("{0}")]
+    Message(String),
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Message(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::Message(message.to_owned())
+    }
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidParameter`].
+    pub(crate) fn param(name: &'static str, reason: impl fmt::Display) -> Self {
+        Error::InvalidParameter {
+            name,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// `Result` with sparkbook's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,97 @@
+//! # sparkbook
+//!
+//! Spark's "broadcast the model, predict per partition" workflow for Rust notebooks:
+//! the verbs of PySpark's `SparkContext` and RDDs, over [polars] frames, on a
+//! [rayon] pool that the [`Session`] owns.
+//!
+//! ## Quickstart
+//! ```
+//! use sparkbook::prelude::*;
+//! use polars::prelude::*;
+//!
+//! // SparkContext("local[2]"): a session owns its thread pool.
+//! let sc = Session::builder().threads(2).default_partitions(8).progress(false).build()?;
+//!
+//! // sc.broadcast(model): one shared copy, read by every partition.
+//! let scale = sc.broadcast(2.5_f64);
+//!
+//! // sc.parallelize(df, 10).mapPartitions(f).collect()
+//! let df = df!("x" => (0..100).map(f64::from).collect::<Vec<_>>())?;
+//! let out = sc
+//!     .parallelize(&df, 10)?
+//!     .map_partitions(|part| -> sparkbook::Result<DataFrame> {
+//!         let k = *scale.value()?;
+//!         let y = part.column("x")?.as_materialized_series() * k;
+//!         Ok(part.hstack(&[y.with_name("y".into()).into()])?)
+//!     })?
+//!     .collect()?;
+//!
+//! assert_eq!(out.height(), 100); // same rows, same order as the input
+//! assert_eq!(out.column("y")?.f64()?.get(10), Some(25.0));
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! ## A guided tour
+//! - [`Session`] is the `SparkContext`: [`Session::parallelize`], [`Session::broadcast`],
+//!   [`Session::accumulator`]. Its thread pool is its own, so re-running a notebook
+//!   cell that builds a session just works (rayon's global pool can be set only once).
+//! - [`PartitionedFrame`]: a polars `DataFrame` split into zero-copy row slices, with
+//!   `map_partitions`, `zip_with_index`, `collect` and friends.
+//! - [`Partitioned<T>`]: the RDD over a `Vec<T>`: `map`, `filter`, `flat_map`,
+//!   `map_partitions`, `map_partitions_with_index`, `zip_with_index`, `glom`, `count`,
+//!   `take`, `first`, `reduce`, `fold`, `aggregate`, `foreach`, `repartition`, `union`.
+//! - [`Broadcast<T>`]: a value shared by reference; [`ByteSize`] reports its memory.
+//! - [`Accumulator<T>`]: a counter partitions add to; totals are deterministic.
+//! - [`Error`]: one error type. A panic in your closure becomes
+//!   [`Error::Partition`] naming the partition; the session stays usable.
+//!
+//! ## When work happens
+//! Every verb is eager: `map_partitions(...)` runs the closure on all partitions
+//! before it returns, and its `Result` carries any failure. There is no lazy plan
+//! and no separate action step to forget.
+//!
+//! ## Determinism
+//! Partitions are contiguous row ranges and every result is assembled in partition
+//! order, so outputs do not depend on the thread count; for closures that treat rows
+//! independently they do not depend on the partition count either. When several
+//! partitions fail, the error reported is the lowest partition's.
+//!
+//! ## Threads and polars
+//! Work runs on the session's pool, never on rayon's global pool. Polars keeps a
+//! pool of its own (`POLARS_MAX_THREADS`); see [`Session`] for how to keep the two
+//! from oversubscribing the cores.
+//!
+//! ## Compile times
+//! polars dominates the build. sparkbook enables only polars' `csv` and `fmt`
+//! features; a cold build of the crate and its dependencies takes a few minutes on two
+//! cores, and a notebook reuses it across cells.
+#![deny(missing_docs)]
+
+mod accumulator;
+mod broadcast;
+mod error;
+mod partition;
+mod progress;
+mod session;
+mod task;
+
+pub use accumulator::Accumulator;
+pub use broadcast::{Broadcast, ByteSize};
+pub use error::{Error, Result};
+pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame};
+pub use session::{JobReport, PartitionTiming, Session, SessionBuilder};
+pub use task::TaskContext;
+
+/// Re-exports polars, so a notebook needs only `:dep sparkbook`.
+pub use polars;
+
+/// The types and traits a notebook needs: `use sparkbook::prelude::*;`.
+///
+/// Deliberately small, and free of rayon's names (rayon has its own `broadcast`
+/// function), so it can be glob-imported next to `polars::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        Accumulator, Broadcast, ByteSize, Error, Parallelize, Partitioned, PartitionedFrame,
+        Session, TaskContext,
+    };
+}
