@@ -83,6 +83,74 @@ pub enum Error {
         name: String,
     },
 
+    /// A feature or target column is not numeric.
+    #[error("column `{column}` has type {dtype}; features and regression targets must be numeric")]
+    NotNumeric {
+        /// The column at fault.
+        column: String,
+        /// Its polars type.
+        dtype: String,
+    },
+
+    /// A null, NaN or infinite value where a finite number is needed.
+    #[error("column `{column}`, row {row}: {value}; features and targets must be finite numbers")]
+    InvalidValue {
+        /// The column at fault.
+        column: String,
+        /// The first bad row: the `row` column's value when the frame has one,
+        /// else the row's position in the frame.
+        row: u64,
+        /// What was found: `null`, `NaN`, `inf` or `-inf`.
+        value: String,
+    },
+
+    /// A data set has no rows (or no feature columns) where some are needed.
+    #[error("the {what} is empty")]
+    EmptyData {
+        /// Which data: "training set", "test set", ...
+        what: &'static str,
+    },
+
+    /// The features given at predict time do not match the model's.
+    #[error("features do not match the model's: {reason}")]
+    FeatureMismatch {
+        /// What differs (missing or extra names, or counts).
+        reason: String,
+    },
+
+    /// The cosine metric needs non-zero vectors.
+    #[error("row {row} of the {what} is all zeros; the cosine metric is undefined for it")]
+    ZeroVector {
+        /// "training set" or "test set".
+        what: &'static str,
+        /// The row's position.
+        row: usize,
+    },
+
+    /// A model file is not a sparkbook model, or is damaged.
+    #[error("{path}: not a readable sparkbook model: {reason}")]
+    ModelFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A model file was written by another format version.
+    #[error("{path}: model format version {found}, this sparkbook reads version {supported}")]
+    ModelVersion {
+        /// The file.
+        path: String,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+
+    /// An error from linfa's dataset or trait machinery.
+    #[error(transparent)]
+    Linfa(#[from] linfa::Error),
+
     /// The broadcast was destroyed with [`Broadcast::destroy`](crate::Broadcast::destroy).
     #[error("broadcast #{id} was destroyed; broadcast the value again to use it")]
     BroadcastDestroyed {
@@ -125,6 +193,20 @@ impl From<&str> for Error {
 }
 
 impl Error {
+    /// Builds an [`Error::Io`] that names the path, for I/O done around sparkbook
+    /// (the CLI uses it for its output file).
+    ///
+    /// ```
+    /// let err = sparkbook::Error::io("out/pred.csv", std::io::ErrorKind::NotFound.into());
+    /// assert!(err.to_string().starts_with("out/pred.csv: "));
+    /// ```
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
     /// Builds an [`Error::InvalidParameter`].
     pub(crate) fn param(name: &'static str, reason: impl fmt::Display) -> Self {
         Error::InvalidParameter {

@@ -69,7 +69,10 @@
 
 mod accumulator;
 mod broadcast;
+pub mod datasets;
 mod error;
+pub mod knn;
+pub mod metrics;
 mod partition;
 mod progress;
 mod session;
@@ -90,6 +93,9 @@ pub use polars;
 /// Deliberately small, and free of rayon's names (rayon has its own `broadcast`
 /// function), so it can be glob-imported next to `polars::prelude::*`.
 pub mod prelude {
+    pub use crate::datasets::train_test_split;
+    pub use crate::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
+    pub use crate::metrics::TruePred;
     pub use crate::{
         Accumulator, Broadcast, ByteSize, Error, Parallelize, Partitioned, PartitionedFrame,
         Session, TaskContext,

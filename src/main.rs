@@ -1,9 +1,22 @@
 //! The `sparkbook` command: the notebook workflow on CSV files, from a shell.
+//!
+//! `sparkbook knn --train a.csv --test b.csv --target price -k 100 -o pred.csv`
+//! fits a k-NN model on the training file, broadcasts it, predicts the test file's
+//! rows in partitions and writes a `row`, `true`, `pred` CSV in the test file's
+//! order. Any failure prints one line naming the fault and exits with status 1,
+//! leaving no partial output file.
 
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
-use clap::{Parser, Subcommand};
-use sparkbook::Session;
+use clap::{Parser, Subcommand, ValueEnum};
+use polars::prelude::*;
+use sparkbook::datasets::read_csv;
+use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
+use sparkbook::metrics::TruePred;
+use sparkbook::{Error, Result, Session};
 
 /// Spark's broadcast / parallelize / mapPartitions / collect workflow, on one machine.
 #[derive(Parser, Debug)]
@@ -15,12 +28,80 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Fit k-NN on a training CSV and predict a test CSV in parallel partitions.
+    Knn(KnnArgs),
     /// Show the session a job would get on this machine (threads, partitions).
     Info {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct KnnArgs {
+    /// Training data (CSV with a header row).
+    #[arg(long)]
+    train: PathBuf,
+    /// Data to predict (CSV with the same feature columns; the target is optional).
+    #[arg(long)]
+    test: PathBuf,
+    /// The column to predict. Every other numeric column is a feature.
+    #[arg(long)]
+    target: String,
+    /// Neighbours per prediction.
+    #[arg(short = 'k', long, default_value_t = 5)]
+    k: usize,
+    /// Partitions of the test set.
+    #[arg(long)]
+    partitions: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// How neighbours are weighted.
+    #[arg(long, value_enum, default_value_t = WeightsArg::Uniform)]
+    weights: WeightsArg,
+    /// The distance.
+    #[arg(long, value_enum, default_value_t = MetricArg::Euclidean)]
+    metric: MetricArg,
+    /// Power for `--metric minkowski`.
+    #[arg(long, default_value_t = 2.0)]
+    p: f64,
+    /// Neighbour search method.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Auto)]
+    algorithm: AlgorithmArg,
+    /// Classify (majority label) instead of regress (mean target).
+    #[arg(long)]
+    classify: bool,
+    /// Scale features to zero mean and unit variance, with the training set's figures.
+    #[arg(long)]
+    standardize: bool,
+    /// Where to write the predictions (CSV).
+    #[arg(short = 'o', long)]
+    output: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WeightsArg {
+    Uniform,
+    Distance,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum MetricArg {
+    Euclidean,
+    Manhattan,
+    Chebyshev,
+    Minkowski,
+    Cosine,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AlgorithmArg {
+    Auto,
+    Brute,
+    KdTree,
+    BallTree,
 }
 
 fn main() -> ExitCode {
@@ -34,14 +115,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> sparkbook::Result<()> {
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Knn(args) => knn(&args),
         Command::Info { threads } => {
-            let mut builder = Session::builder();
-            if let Some(threads) = threads {
-                builder = builder.threads(threads);
-            }
-            let sc = builder.build()?;
+            let sc = session(threads)?;
             println!("sparkbook {}", env!("CARGO_PKG_VERSION"));
             println!("threads: {}", sc.threads());
             println!("default partitions: {}", sc.default_parallelism());
@@ -52,4 +130,177 @@ fn run(cli: Cli) -> sparkbook::Result<()> {
             Ok(())
         }
     }
+}
+
+fn session(threads: Option<usize>) -> Result<Session> {
+    let mut builder = Session::builder().app_name("sparkbook knn");
+    if let Some(threads) = threads {
+        builder = builder.threads(threads);
+    }
+    builder.build()
+}
+
+/// A temporary file beside the output, renamed into place only when complete.
+struct PendingOutput {
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl PendingOutput {
+    /// Creates the temporary file now, so an unwritable output fails before any work.
+    fn create(target: &Path) -> Result<(PendingOutput, fs::File)> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| Error::io(target, std::io::Error::other("not a file name")))?;
+        let tmp = target.with_file_name(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = fs::File::create(&tmp).map_err(|e| Error::io(target, e))?;
+        Ok((
+            PendingOutput {
+                tmp,
+                target: target.to_owned(),
+            },
+            file,
+        ))
+    }
+
+    fn commit(self) -> Result<()> {
+        fs::rename(&self.tmp, &self.target).map_err(|e| Error::io(&self.target, e))
+    }
+}
+
+impl Drop for PendingOutput {
+    fn drop(&mut self) {
+        // After a successful rename the temporary path no longer exists.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+fn knn(args: &KnnArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.output.is_dir() {
+        return Err(Error::io(
+            &args.output,
+            std::io::Error::other("is a directory"),
+        ));
+    }
+    let mut train = read_csv(&args.train)?;
+    let mut test = read_csv(&args.test)?;
+    if args.standardize {
+        standardize(&mut train, &mut test, &args.target)?;
+    }
+    let (pending, mut file) = PendingOutput::create(&args.output)?;
+
+    let sc = session(args.threads)?;
+    let partitions = args.partitions.unwrap_or(sc.default_parallelism());
+    let weights = match args.weights {
+        WeightsArg::Uniform => Weights::Uniform,
+        WeightsArg::Distance => Weights::Distance,
+    };
+    let metric = match args.metric {
+        MetricArg::Euclidean => Metric::Euclidean,
+        MetricArg::Manhattan => Metric::Manhattan,
+        MetricArg::Chebyshev => Metric::Chebyshev,
+        MetricArg::Minkowski => Metric::Minkowski(args.p),
+        MetricArg::Cosine => Metric::Cosine,
+    };
+    let algorithm = match args.algorithm {
+        AlgorithmArg::Auto => Algorithm::Auto,
+        AlgorithmArg::Brute => Algorithm::Brute,
+        AlgorithmArg::KdTree => Algorithm::KdTree,
+        AlgorithmArg::BallTree => Algorithm::BallTree,
+    };
+
+    let parts = sc.parallelize(&test, partitions)?.zip_with_index()?;
+    let fit_started = Instant::now();
+    let mut preds = if args.classify {
+        let model: KnnClassifier<String> = KnnClassifier::params(args.k)
+            .weights(weights)
+            .metric(metric)
+            .algorithm(algorithm)
+            .fit_frame(&train, &args.target)?;
+        eprintln!(
+            "fitted {model:?} in {:.2} s",
+            fit_started.elapsed().as_secs_f64()
+        );
+        let b = sc.broadcast(model);
+        parts
+            .map_partitions(|part| b.value()?.predict_frame(&part))?
+            .collect()?
+    } else {
+        let model = KnnRegressor::params(args.k)
+            .weights(weights)
+            .metric(metric)
+            .algorithm(algorithm)
+            .fit_frame(&train, &args.target)?;
+        eprintln!(
+            "fitted {model:?} in {:.2} s",
+            fit_started.elapsed().as_secs_f64()
+        );
+        let b = sc.broadcast(model);
+        parts
+            .map_partitions(|part| b.value()?.predict_frame(&part))?
+            .collect()?
+    };
+    if let Some(job) = sc.last_job() {
+        eprintln!(
+            "predicted {} rows in {} partitions on {} threads in {:.2} s",
+            preds.height(),
+            job.partitions.len(),
+            job.threads,
+            job.seconds
+        );
+    }
+
+    CsvWriter::new(&mut file)
+        .finish(&mut preds)
+        .map_err(|e| Error::io(&args.output, std::io::Error::other(e.to_string())))?;
+    file.sync_all().map_err(|e| Error::io(&args.output, e))?;
+    drop(file);
+    pending.commit()?;
+
+    if preds.column("true").is_ok() {
+        println!("{}", preds.scores()?);
+    }
+    println!(
+        "wrote {} ({} rows) in {:.2} s",
+        args.output.display(),
+        preds.height(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Scales every numeric feature column of both frames by the training set's mean and
+/// standard deviation (population, as sklearn's `StandardScaler`).
+fn standardize(train: &mut DataFrame, test: &mut DataFrame, target: &str) -> Result<()> {
+    let names: Vec<String> = train
+        .columns()
+        .iter()
+        .filter(|c| c.dtype().is_primitive_numeric() && c.name().as_str() != target)
+        .map(|c| c.name().to_string())
+        .collect();
+    for name in names {
+        let col = train.column(&name)?.cast(&DataType::Float64)?;
+        let values = col.f64()?;
+        let n = values.len() as f64;
+        let mean = values.into_no_null_iter().sum::<f64>() / n;
+        let var = values
+            .into_no_null_iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum::<f64>()
+            / n;
+        let scale = if var > 0.0 { var.sqrt() } else { 1.0 };
+        for df in [&mut *train, &mut *test] {
+            if let Ok(col) = df.column(&name) {
+                let scaled =
+                    (col.cast(&DataType::Float64)?.as_materialized_series() - mean) / scale;
+                df.with_column(scaled.with_name(name.as_str().into()).into())?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,158 @@
+//! From polars columns to the dense row-major matrix the kernels read.
+//!
+//! Everything the kernels cannot survive is caught here, before any work starts:
+//! missing or non-numeric columns, nulls, NaN and infinities (linfa-nn's trees panic
+//! on them). The matrix is always C-order and contiguous, whatever the frame's
+//! chunking, so no kernel ever sees a strided view.
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The column [`PartitionedFrame::zip_with_index`](crate::PartitionedFrame::zip_with_index)
+/// adds; never a feature.
+pub(crate) const ROW: &str = "row";
+
+/// A dense row-major matrix of finite values.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Matrix {
+    pub(crate) data: Vec<f64>,
+    pub(crate) rows: usize,
+    pub(crate) dim: usize,
+}
+
+impl Matrix {
+    /// Copies a linfa/ndarray matrix (any memory order) into C-order, checking values.
+    pub(crate) fn from_array(x: &ndarray::Array2<f64>, names: &[String]) -> Result<Matrix> {
+        let (rows, dim) = x.dim();
+        let data: Vec<f64> = x.iter().copied().collect();
+        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidValue {
+                column: names[at % dim].clone(),
+                row: (at / dim) as u64,
+                value: describe(Some(data[at])),
+            });
+        }
+        Ok(Matrix { data, rows, dim })
+    }
+
+    pub(crate) fn row(&self, i: usize) -> &[f64] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// Names for the columns of a plain matrix (`x0`, `x1`, ...), used in messages.
+pub(crate) fn positional_names(dim: usize) -> Vec<String> {
+    (0..dim).map(|j| format!("x{j}")).collect()
+}
+
+/// The default feature set: every numeric column except the target and `row`.
+pub(crate) fn numeric_columns(df: &DataFrame, target: Option<&str>) -> Vec<String> {
+    df.columns()
+        .iter()
+        .filter(|c| c.dtype().is_primitive_numeric() || c.dtype().is_bool())
+        .map(|c| c.name().to_string())
+        .filter(|name| Some(name.as_str()) != target && name != ROW)
+        .collect()
+}
+
+pub(crate) fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
+    df.column(name).map_err(|_| Error::MissingColumn {
+        name: name.to_owned(),
+        available: format!("{:?}", df.get_column_names()),
+    })
+}
+
+/// The frame's row numbers for messages: its `row` column when present.
+fn row_label(df: &DataFrame, position: usize) -> u64 {
+    df.column(ROW)
+        .ok()
+        .and_then(|c| c.cast(&DataType::UInt64).ok())
+        .and_then(|c| c.u64().ok().and_then(|ca| ca.get(position)))
+        .unwrap_or(position as u64)
+}
+
+fn describe(value: Option<f64>) -> String {
+    match value {
+        None => "null".to_owned(),
+        Some(v) if v.is_nan() => "NaN".to_owned(),
+        Some(v) if v > 0.0 => "inf".to_owned(),
+        Some(_) => "-inf".to_owned(),
+    }
+}
+
+/// One numeric column as finite `f64`s.
+pub(crate) fn finite_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let col = column(df, name)?;
+    if !(col.dtype().is_primitive_numeric() || col.dtype().is_bool()) {
+        return Err(Error::NotNumeric {
+            column: name.to_owned(),
+            dtype: col.dtype().to_string(),
+        });
+    }
+    let cast = col.cast(&DataType::Float64)?;
+    let values = cast.f64()?;
+    if let Some(at) = values.iter().position(|v| !v.is_some_and(f64::is_finite)) {
+        return Err(Error::InvalidValue {
+            column: name.to_owned(),
+            row: row_label(df, at),
+            value: describe(values.get(at)),
+        });
+    }
+    Ok(values.into_no_null_iter().collect())
+}
+
+/// The named columns of `df` as a C-order matrix, in the order given.
+pub(crate) fn matrix(df: &DataFrame, names: &[String]) -> Result<Matrix> {
+    let rows = df.height();
+    let dim = names.len();
+    let mut data = vec![0.0; rows * dim];
+    for (j, name) in names.iter().enumerate() {
+        for (i, v) in finite_values(df, name)?.into_iter().enumerate() {
+            data[i * dim + j] = v;
+        }
+    }
+    Ok(Matrix { data, rows, dim })
+}
+
+/// Checks a predict-time frame against the model's features, by name.
+///
+/// With `strict`, any numeric column that is not a feature, the target or `row` is
+/// an error: the model was fitted on "all numeric columns", so an extra one means the
+/// frame is not what the model expects.
+pub(crate) fn check_features(
+    df: &DataFrame,
+    features: &[String],
+    target: Option<&str>,
+    strict: bool,
+) -> Result<()> {
+    let present = df.get_column_names();
+    let missing: Vec<&String> = features
+        .iter()
+        .filter(|f| !present.iter().any(|p| p.as_str() == f.as_str()))
+        .collect();
+    let extra: Vec<String> = if strict {
+        numeric_columns(df, target)
+            .into_iter()
+            .filter(|c| !features.contains(c))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let mut reason = Vec::new();
+    if !missing.is_empty() {
+        reason.push(format!("missing {missing:?}"));
+    }
+    if !extra.is_empty() {
+        reason.push(format!(
+            "unexpected numeric columns {extra:?} (drop them, or fit with an explicit feature list)"
+        ));
+    }
+    Err(Error::FeatureMismatch {
+        reason: reason.join("; "),
+    })
+}

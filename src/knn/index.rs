@@ -1,0 +1,248 @@
+//! The model's neighbour index: training rows it owns, and the search over them.
+//!
+//! The index owns its data (behind an `Arc`), unlike linfa-nn's indexes, which
+//! borrow it: a borrowed index cannot outlive a notebook cell or be broadcast.
+//! Trees are rebuilt lazily after deserialisation, so a saved model stores only
+//! data and settings.
+
+use std::sync::{Arc, OnceLock};
+
+use linfa_nn::distance::{L1Dist, L2Dist, LInfDist, LpDist};
+use linfa_nn::{BallTree, NearestNeighbour};
+use ndarray::{ArrayView1, ArrayView2};
+use serde::{Deserialize, Serialize};
+
+use super::features::Matrix;
+use super::kernel::{self, KdTree, Metric, Neighbors, Points};
+use super::params::Algorithm;
+use crate::error::{Error, Result};
+
+/// Dimensions up to which `Auto` prefers the k-d tree over brute force.
+const TREE_MAX_DIM: usize = 16;
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Index {
+    train: Arc<Matrix>,
+    metric: Metric,
+    algorithm: Algorithm,
+    leaf_size: usize,
+    #[serde(skip)]
+    tree: OnceLock<Arc<KdTree>>,
+}
+
+impl Clone for Index {
+    fn clone(&self) -> Self {
+        let tree = OnceLock::new();
+        if let Some(t) = self.tree.get() {
+            let _ = tree.set(Arc::clone(t));
+        }
+        Index {
+            train: Arc::clone(&self.train),
+            metric: self.metric,
+            algorithm: self.algorithm,
+            leaf_size: self.leaf_size,
+            tree,
+        }
+    }
+}
+
+impl Index {
+    /// Resolves `Auto` and builds the k-d tree now, so the first partition of the
+    /// first job does not pay for it.
+    pub(crate) fn build(
+        train: Matrix,
+        metric: Metric,
+        algorithm: Algorithm,
+        leaf_size: usize,
+    ) -> Result<Index> {
+        if train.rows == 0 || train.dim == 0 {
+            return Err(Error::EmptyData {
+                what: "training set",
+            });
+        }
+        if metric == Metric::Cosine {
+            if let Some(row) = (0..train.rows).find(|&i| train.row(i).iter().all(|&v| v == 0.0)) {
+                return Err(Error::ZeroVector {
+                    what: "training set",
+                    row,
+                });
+            }
+        }
+        let algorithm = match algorithm {
+            Algorithm::Auto if metric != Metric::Cosine && train.dim <= TREE_MAX_DIM => {
+                Algorithm::KdTree
+            }
+            Algorithm::Auto => Algorithm::Brute,
+            chosen => chosen,
+        };
+        let index = Index {
+            train: Arc::new(train),
+            metric,
+            algorithm,
+            leaf_size,
+            tree: OnceLock::new(),
+        };
+        if algorithm == Algorithm::KdTree {
+            index.kd_tree();
+        }
+        Ok(index)
+    }
+
+    /// Shape and value checks for an index read from a file.
+    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+        let m = &self.train;
+        if m.rows == 0 || m.dim == 0 || m.rows.checked_mul(m.dim) != Some(m.data.len()) {
+            return Err(format!(
+                "training matrix of {} values cannot be {} x {}",
+                m.data.len(),
+                m.rows,
+                m.dim
+            ));
+        }
+        if m.rows > u32::MAX as usize {
+            return Err(format!(
+                "{} training rows exceed the supported 2^32",
+                m.rows
+            ));
+        }
+        if m.data.iter().any(|v| !v.is_finite()) {
+            return Err("the training matrix holds a non-finite value".to_owned());
+        }
+        if self.algorithm == Algorithm::Auto
+            || (self.metric == Metric::Cosine && self.algorithm != Algorithm::Brute)
+        {
+            return Err(format!(
+                "algorithm {:?} cannot be used with metric {:?}",
+                self.algorithm, self.metric
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.train.rows
+    }
+
+    pub(crate) fn dim(&self) -> usize {
+        self.train.dim
+    }
+
+    /// The algorithm actually used (`Auto` resolved).
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub(crate) fn byte_size(&self) -> usize {
+        self.train.data.capacity() * std::mem::size_of::<f64>()
+    }
+
+    fn points(&self) -> Points<'_> {
+        Points::new(&self.train.data, self.train.rows, self.train.dim)
+    }
+
+    fn kd_tree(&self) -> &KdTree {
+        self.tree
+            .get_or_init(|| Arc::new(KdTree::build(self.points(), self.leaf_size)))
+    }
+
+    /// The k nearest training rows of every query row, exact, ties to the lower
+    /// training index. The caller has checked `queries` (finite, right width) and k.
+    pub(crate) fn search(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {
+        if self.metric == Metric::Cosine {
+            if let Some(row) = (0..queries.rows).find(|&i| queries.row(i).iter().all(|&v| v == 0.0))
+            {
+                return Err(Error::ZeroVector {
+                    what: "test set",
+                    row,
+                });
+            }
+        }
+        let q = Points::new(&queries.data, queries.rows, queries.dim);
+        Ok(match self.algorithm {
+            Algorithm::KdTree => self.kd_tree().knn(self.points(), q, k, self.metric),
+            Algorithm::BallTree => self.ball_tree_search(queries, k)?,
+            Algorithm::Brute | Algorithm::Auto => {
+                kernel::brute_knn(self.points(), q, k, self.metric)
+            }
+        })
+    }
+
+    /// linfa-nn's ball tree proposes k neighbours; the exact answer is then taken
+    /// from every training row within the farthest proposal's exact distance, so
+    /// linfa-nn's own rounding and tie order never change the result.
+    fn ball_tree_search(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {
+        let train = ArrayView2::from_shape((self.train.rows, self.train.dim), &self.train.data)
+            .map_err(|e| Error::Message(format!("training matrix shape: {e}")))?;
+        let tree = match self.metric {
+            Metric::Euclidean => {
+                BallTree::new().from_batch_with_leaf_size(&train, self.leaf_size, L2Dist)
+            }
+            Metric::Manhattan => {
+                BallTree::new().from_batch_with_leaf_size(&train, self.leaf_size, L1Dist)
+            }
+            Metric::Chebyshev => {
+                BallTree::new().from_batch_with_leaf_size(&train, self.leaf_size, LInfDist)
+            }
+            Metric::Minkowski(p) => {
+                BallTree::new().from_batch_with_leaf_size(&train, self.leaf_size, LpDist(p))
+            }
+            Metric::Cosine => {
+                return Err(Error::param(
+                    "algorithm",
+                    "the ball tree does not support cosine",
+                ));
+            }
+        }
+        .map_err(|e| Error::Message(format!("ball tree: {e}")))?;
+        let mut out = Neighbors {
+            k,
+            distances: Vec::with_capacity(queries.rows * k),
+            indices: Vec::with_capacity(queries.rows * k),
+        };
+        // linfa-nn bounds balls by (distance to centre - radius), whose rounding error
+        // grows with the coordinates' magnitude, not with the search radius: widen
+        // the radius by a margin on that scale.
+        let scale = self.train.data.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let mut candidates: Vec<(f64, u32)> = Vec::new();
+        for i in 0..queries.rows {
+            let query = queries.row(i);
+            let point = ArrayView1::from(query);
+            let proposed = tree
+                .k_nearest(point, k)
+                .map_err(|e| Error::Message(format!("ball tree query: {e}")))?;
+            let reach = proposed
+                .iter()
+                .map(|&(_, j)| kernel::distance(self.metric, query, self.train.row(j)))
+                .fold(0.0, f64::max);
+            let magnitude = scale.max(query.iter().fold(0.0_f64, |m, v| m.max(v.abs())));
+            let range = reach * (1.0 + 1e-9) + 1e-12 * magnitude * (self.train.dim as f64);
+            candidates.clear();
+            if range > 0.0 {
+                for (_, j) in tree
+                    .within_range(point, range)
+                    .map_err(|e| Error::Message(format!("ball tree query: {e}")))?
+                {
+                    candidates.push((
+                        kernel::distance(self.metric, query, self.train.row(j)),
+                        j as u32,
+                    ));
+                }
+            } else {
+                // All data and the query are zero: every row is at distance 0.
+                candidates.extend((0..self.train.rows).map(|j| (0.0, j as u32)));
+            }
+            candidates.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if candidates.len() < k {
+                return Err(Error::Message(format!(
+                    "ball tree returned {} of {k} neighbours for query row {i}",
+                    candidates.len()
+                )));
+            }
+            for &(d, j) in &candidates[..k] {
+                out.distances.push(d);
+                out.indices.push(j);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,326 @@
+//! The reference distance and the exactness machinery every kernel shares.
+//!
+//! Kernels never trust an approximation for the final answer: they only use
+//! bounds to *skip* points that provably cannot enter the top k, and compute
+//! every surviving distance with the same arithmetic as [`distance`]. That is
+//! what makes results bit-identical to the oracle and independent of how the
+//! caller batches queries.
+
+use serde::{Deserialize, Serialize};
+
+/// Row-major (C-order) dense matrix view: `rows x dim`, `data.len() == rows * dim`.
+#[derive(Clone, Copy, Debug)]
+pub struct Points<'a> {
+    pub data: &'a [f64],
+    pub rows: usize,
+    pub dim: usize,
+}
+
+impl<'a> Points<'a> {
+    /// Checked constructor: a shape mismatch would otherwise surface later as
+    /// silently wrong rows or an index panic deep inside a kernel.
+    pub fn new(data: &'a [f64], rows: usize, dim: usize) -> Self {
+        assert_eq!(data.len(), rows * dim, "Points: data.len() != rows * dim");
+        Points { data, rows, dim }
+    }
+
+    #[inline]
+    pub fn row(&self, i: usize) -> &'a [f64] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// The distance between rows (sklearn's `metric`, with Minkowski's `p` inside).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Metric {
+    /// sqrt(sum (a_i - b_i)^2), sklearn's default.
+    Euclidean,
+    /// sum |a_i - b_i|.
+    Manhattan,
+    /// max |a_i - b_i|.
+    Chebyshev,
+    /// (sum |a_i - b_i|^p)^(1/p). `p` must be finite and >= 1 (the caller validates). The kd-tree and the
+    /// early-exit scans assume the platform `powf` is accurate to ~2 ulp (glibc,
+    /// musl, macOS libm are), which their safety margins absorb.
+    Minkowski(f64),
+    /// 1 - a.b / (|a| |b|). Inputs must be nonzero vectors (the caller guarantees it).
+    Cosine,
+}
+
+/// Exact distance by direct differences, dimensions folded in index order
+/// `0..dim`. This is THE reference: every kernel returns these bits.
+pub fn distance(metric: Metric, a: &[f64], b: &[f64]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    match metric {
+        Metric::Euclidean => exact(SqEuclid, a, b),
+        Metric::Manhattan => exact(L1, a, b),
+        Metric::Chebyshev => exact(LInf, a, b),
+        Metric::Minkowski(p) => exact(Lp(p), a, b),
+        Metric::Cosine => cosine(a, b),
+    }
+}
+
+fn exact<F: Fold>(f: F, a: &[f64], b: &[f64]) -> f64 {
+    f.finish(fold_until(f, a, b, f64::INFINITY))
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    1.0 - dot / (na.sqrt() * nb.sqrt())
+}
+
+/// A metric of the form `finish(fold(term(a_i - b_i)))` whose fold and terms
+/// are monotone in `|a_i - b_i|`, evaluated in IEEE arithmetic. Monotone
+/// rounding (correctly rounded `-`, `*`, `+`, `max`, `sqrt`) makes partial
+/// folds and kd-tree box bounds provable lower bounds of the final *computed*
+/// value, not just of the real-number distance.
+pub(crate) trait Fold: Copy {
+    /// Whether scans should stop a fold once it passes the limit. Worth it
+    /// only when terms are expensive (`powf`); for cheap terms the
+    /// data-dependent exit branch mispredicts and costs more than it saves.
+    const EARLY_EXIT: bool;
+    fn term(self, diff: f64) -> f64;
+    fn combine(acc: f64, t: f64) -> f64;
+    fn finish(self, reduced: f64) -> f64;
+    /// A reduced-space value `L` such that `reduced > L` implies
+    /// `finish(reduced) > kth` strictly. Strictness matters: a point that
+    /// merely ties the k-th distance may still win on a lower index.
+    fn limit(self, kth: f64, dim: usize) -> f64;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct SqEuclid;
+#[derive(Clone, Copy)]
+pub(crate) struct L1;
+#[derive(Clone, Copy)]
+pub(crate) struct LInf;
+#[derive(Clone, Copy)]
+pub(crate) struct Lp(pub f64);
+#[derive(Clone, Copy)]
+pub(crate) struct CosineDist;
+
+impl Fold for SqEuclid {
+    const EARLY_EXIT: bool = false;
+    #[inline(always)]
+    fn term(self, diff: f64) -> f64 {
+        diff * diff
+    }
+    #[inline(always)]
+    fn combine(acc: f64, t: f64) -> f64 {
+        acc + t
+    }
+    #[inline(always)]
+    fn finish(self, r: f64) -> f64 {
+        r.sqrt()
+    }
+    /// With `nu` the float just above `kth`: `r >= nu^2` gives `sqrt(r) >= nu`,
+    /// and correctly rounded sqrt is monotone, so `fl(sqrt(r)) >= nu > kth`.
+    /// `fl(nu*nu) * (1 + 2eps)` is >= nu^2 in the normal range; adding
+    /// `MIN_POSITIVE` covers the absolute error of a subnormal square.
+    fn limit(self, kth: f64, _dim: usize) -> f64 {
+        if !kth.is_finite() {
+            return f64::INFINITY;
+        }
+        let nu = f64::from_bits(kth.to_bits() + 1); // kth >= 0, so this is next_up
+        nu * nu * (1.0 + 2.0 * f64::EPSILON) + f64::MIN_POSITIVE
+    }
+}
+
+impl Fold for L1 {
+    const EARLY_EXIT: bool = false;
+    #[inline(always)]
+    fn term(self, diff: f64) -> f64 {
+        diff.abs()
+    }
+    #[inline(always)]
+    fn combine(acc: f64, t: f64) -> f64 {
+        acc + t
+    }
+    #[inline(always)]
+    fn finish(self, r: f64) -> f64 {
+        r
+    }
+    fn limit(self, kth: f64, _dim: usize) -> f64 {
+        kth
+    }
+}
+
+impl Fold for LInf {
+    const EARLY_EXIT: bool = false;
+    #[inline(always)]
+    fn term(self, diff: f64) -> f64 {
+        diff.abs()
+    }
+    #[inline(always)]
+    fn combine(acc: f64, t: f64) -> f64 {
+        acc.max(t)
+    }
+    #[inline(always)]
+    fn finish(self, r: f64) -> f64 {
+        r
+    }
+    fn limit(self, kth: f64, _dim: usize) -> f64 {
+        kth
+    }
+}
+
+impl Fold for Lp {
+    const EARLY_EXIT: bool = true;
+    #[inline(always)]
+    fn term(self, diff: f64) -> f64 {
+        diff.abs().powf(self.0)
+    }
+    #[inline(always)]
+    fn combine(acc: f64, t: f64) -> f64 {
+        acc + t
+    }
+    #[inline(always)]
+    fn finish(self, r: f64) -> f64 {
+        r.powf(1.0 / self.0)
+    }
+    /// `powf` is not guaranteed monotone, so unlike the other folds this one
+    /// needs a margin. With `powf` relative error `<= 2eps`, a bound or partial
+    /// sum can exceed the true fold of a point by `(1 + 4eps)(1 + gamma_dim)`,
+    /// and `kth^p` and the final `^(1/p)` each add `2eps` (scaled by `p` when
+    /// mapped back); `4 (dim + p + 4) eps` is over twice the sum of these.
+    fn limit(self, kth: f64, dim: usize) -> f64 {
+        if !kth.is_finite() {
+            return f64::INFINITY;
+        }
+        let margin = 4.0 * (dim as f64 + self.0 + 4.0) * f64::EPSILON;
+        kth.powf(self.0) * (1.0 + margin) + f64::MIN_POSITIVE
+    }
+}
+
+/// Folds `term(a_i - b_i)` in index order, stopping once the accumulator
+/// exceeds `limit`. With `limit = inf` this is the reference; the check never
+/// changes the arithmetic, so a completed fold is bit-identical to it.
+#[inline(always)]
+fn fold_until<F: Fold>(f: F, a: &[f64], b: &[f64], limit: f64) -> f64 {
+    let mut acc = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        acc = F::combine(acc, f.term(x - y));
+        if acc > limit {
+            break;
+        }
+    }
+    acc
+}
+
+/// Lower bound, in reduced space, of the fold for any point of the box
+/// `[lo, hi]`: the same operations applied to the smallest possible
+/// difference per dimension. `fl(q - y)` is monotone in `y`, so each term is
+/// at most the point's term, and monotone `+`/`max` carry that to the fold.
+/// Branch-free (selects, no early exit): the kd-tree evaluates it for two
+/// children per visited node, where data-dependent branches mispredict.
+#[inline(always)]
+pub(crate) fn box_fold<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> f64 {
+    let mut acc = 0.0;
+    for ((&x, &l), &h) in q.iter().zip(lo).zip(hi) {
+        // Exactly one of these is nonzero outside the box, both are 0 inside.
+        let below = x - l;
+        let above = x - h;
+        let below = if below < 0.0 { below } else { 0.0 };
+        let above = if above > 0.0 { above } else { 0.0 };
+        acc = F::combine(acc, f.term(below + above));
+    }
+    acc
+}
+
+/// What a scan needs from a metric: a rejection limit derived from the
+/// current k-th distance, and an exact distance that may give up early.
+pub(crate) trait Exact: Copy {
+    fn limit_for(self, kth: f64, dim: usize) -> f64;
+    /// `Some(distance(a, b))` bit for bit, or `None` only when that distance
+    /// is provably greater than the `kth` that `limit` was derived from.
+    fn within(self, a: &[f64], b: &[f64], limit: f64) -> Option<f64>;
+}
+
+impl<F: Fold> Exact for F {
+    #[inline(always)]
+    fn limit_for(self, kth: f64, dim: usize) -> f64 {
+        self.limit(kth, dim)
+    }
+    #[inline(always)]
+    fn within(self, a: &[f64], b: &[f64], limit: f64) -> Option<f64> {
+        let r = fold_until(
+            self,
+            a,
+            b,
+            if F::EARLY_EXIT { limit } else { f64::INFINITY },
+        );
+        // A fold that stopped early ends above the limit; one that did not
+        // is the complete reference fold.
+        (r <= limit).then(|| self.finish(r))
+    }
+}
+
+/// Cosine is not a coordinate fold, so nothing can be skipped early.
+impl Exact for CosineDist {
+    fn limit_for(self, _kth: f64, _dim: usize) -> f64 {
+        f64::INFINITY
+    }
+    fn within(self, a: &[f64], b: &[f64], _limit: f64) -> Option<f64> {
+        Some(cosine(a, b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vecs() -> impl Strategy<Value = (Vec<f64>, Vec<f64>, Vec<f64>)> {
+        (1usize..10).prop_flat_map(|d| {
+            let v = prop_oneof![
+                (-3i32..4).prop_map(f64::from),
+                -1e3f64..1e3,
+                (-2.0f64..2.0).prop_map(|x| x * 1e-160),
+            ];
+            (
+                prop::collection::vec(v.clone(), d),
+                prop::collection::vec(v.clone(), d),
+                prop::collection::vec(v, d),
+            )
+        })
+    }
+
+    /// Whatever kth the limit came from, rejecting a point (early exit) or a
+    /// box holding it (bound above the limit) must imply its distance > kth.
+    fn check<F: Fold>(f: F, metric: Metric, a: &[f64], b: &[f64], c: &[f64]) {
+        let d = distance(metric, a, b);
+        let lo: Vec<f64> = b.iter().zip(c).map(|(x, y)| x.min(*y)).collect();
+        let hi: Vec<f64> = b.iter().zip(c).map(|(x, y)| x.max(*y)).collect();
+        let bound = f.finish(box_fold(f, a, &lo, &hi));
+        let prev = f64::from_bits(d.to_bits().saturating_sub(1));
+        for kth in [d, prev, d * (1.0 + 1e-15), distance(metric, a, c), bound] {
+            let lim = f.limit(kth, a.len());
+            match f.within(a, b, lim) {
+                Some(x) => assert_eq!(x.to_bits(), d.to_bits()),
+                None => assert!(d > kth, "point rejected: {d} vs kth {kth}"),
+            }
+            if box_fold(f, a, &lo, &hi) > lim {
+                assert!(d > kth, "box pruned: {d} vs kth {kth}");
+            }
+        }
+        if !matches!(metric, Metric::Minkowski(_)) {
+            assert!(bound <= d, "box bound {bound} above member {d}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn limits_and_bounds_are_safe((a, b, c) in vecs()) {
+            check(SqEuclid, Metric::Euclidean, &a, &b, &c);
+            check(L1, Metric::Manhattan, &a, &b, &c);
+            check(LInf, Metric::Chebyshev, &a, &b, &c);
+            check(Lp(3.0), Metric::Minkowski(3.0), &a, &b, &c);
+            check(Lp(1.5), Metric::Minkowski(1.5), &a, &b, &c);
+        }
+    }
+}

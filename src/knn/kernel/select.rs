@@ -1,0 +1,176 @@
+//! Bounded top-k selection under the (distance, index) order.
+//!
+//! Ordering by index on equal distance makes the result a function of the
+//! data alone, so kernels may visit points in any order (kd-tree) and still
+//! agree with the sort-everything oracle.
+
+use std::cmp::Ordering;
+
+use super::metric::Points;
+
+/// Result for m queries: row-major `m x k`; distances ascending; ties broken
+/// by lower training index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Neighbors {
+    pub k: usize,
+    pub distances: Vec<f64>,
+    pub indices: Vec<u32>,
+}
+
+impl Neighbors {
+    /// Validates the call and allocates the output, so every kernel rejects
+    /// bad arguments the same way before doing any work.
+    pub(crate) fn for_call(train: Points, queries: Points, k: usize) -> Self {
+        assert!(k >= 1 && k <= train.rows, "need 1 <= k <= train.rows");
+        assert_eq!(train.dim, queries.dim, "train and queries differ in dim");
+        assert!(train.dim >= 1, "dim must be >= 1");
+        assert!(
+            u32::try_from(train.rows).is_ok(),
+            "training indices must fit u32"
+        );
+        assert_eq!(train.data.len(), train.rows * train.dim, "train shape");
+        assert_eq!(
+            queries.data.len(),
+            queries.rows * queries.dim,
+            "queries shape"
+        );
+        Neighbors {
+            k,
+            distances: vec![0.0; queries.rows * k],
+            indices: vec![0; queries.rows * k],
+        }
+    }
+
+    /// Moves a finished query's heap into its output row.
+    pub(crate) fn store(&mut self, query: usize, top: &mut TopK) {
+        let r = query * self.k..(query + 1) * self.k;
+        top.drain_sorted(&mut self.distances[r.clone()], &mut self.indices[r]);
+    }
+}
+
+/// `(distance, training index)`, compared lexicographically.
+type Entry = (f64, u32);
+
+#[inline(always)]
+fn worse(a: Entry, b: Entry) -> bool {
+    // Distances are never NaN and every fold starts from +0.0, so total_cmp
+    // is the IEEE order here, and it compiles to integer compares.
+    match a.0.total_cmp(&b.0) {
+        Ordering::Equal => a.1 > b.1,
+        o => o == Ordering::Greater,
+    }
+}
+
+/// A max-heap of the k best entries seen so far, rooted at the worst, so the
+/// admission test and replacement cost O(1) and O(log k).
+#[derive(Clone, Debug)]
+pub(crate) struct TopK {
+    k: usize,
+    heap: Vec<Entry>,
+}
+
+impl TopK {
+    pub(crate) fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: Vec::with_capacity(k),
+        }
+    }
+
+    /// The k-th best distance, or +inf while fewer than k entries were seen:
+    /// anything at most this far might still be admitted.
+    #[inline]
+    pub(crate) fn kth(&self) -> f64 {
+        if self.heap.len() < self.k {
+            f64::INFINITY
+        } else {
+            self.heap[0].0
+        }
+    }
+
+    /// Offers an entry; returns whether it was admitted (then `kth` may have
+    /// shrunk and any bound derived from it should be refreshed).
+    #[inline]
+    pub(crate) fn push(&mut self, dist: f64, idx: u32) -> bool {
+        let e = (dist, idx);
+        if self.heap.len() < self.k {
+            self.heap.push(e);
+            self.sift_up(self.heap.len() - 1);
+            true
+        } else if worse(self.heap[0], e) {
+            self.heap[0] = e;
+            self.sift_down(0);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        let h = &mut self.heap;
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if !worse(h[i], h[parent]) {
+                break;
+            }
+            h.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let h = &mut self.heap;
+        let n = h.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && worse(h[r], h[l]) { r } else { l };
+            if !worse(h[c], h[i]) {
+                break;
+            }
+            h.swap(i, c);
+            i = c;
+        }
+    }
+
+    /// Writes the entries best-first and empties the heap for the next query.
+    pub(crate) fn drain_sorted(&mut self, dist: &mut [f64], idx: &mut [u32]) {
+        debug_assert_eq!(self.heap.len(), dist.len());
+        // Indices are distinct, so the order is total and unstable sort is exact.
+        self.heap
+            .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for ((d, i), &(ed, ei)) in dist.iter_mut().zip(idx.iter_mut()).zip(&self.heap) {
+            *d = ed;
+            *i = ei;
+        }
+        self.heap.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopK;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn matches_sort(ds in prop::collection::vec(0u8..6, 1..300), k in 1usize..50) {
+            let k = k.min(ds.len());
+            let mut top = TopK::new(k);
+            for (i, &d) in ds.iter().enumerate() {
+                top.push(f64::from(d), i as u32);
+            }
+            let mut all: Vec<(f64, u32)> =
+                ds.iter().enumerate().map(|(i, &d)| (f64::from(d), i as u32)).collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            prop_assert_eq!(top.kth(), all[k - 1].0);
+            let (mut d, mut i) = (vec![0.0; k], vec![0u32; k]);
+            top.drain_sorted(&mut d, &mut i);
+            let want: (Vec<f64>, Vec<u32>) = all[..k].iter().copied().unzip();
+            prop_assert_eq!((d, i), want);
+        }
+    }
+}

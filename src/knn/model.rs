@@ -1,0 +1,213 @@
+//! What regressor and classifier share: settings, feature names and the index.
+//!
+//! Inputs are turned into a checked [`Matrix`] here, by column name for frames and
+//! by width for arrays, so both models reject bad input the same way.
+
+use ndarray::{Array2, ArrayView2};
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+use super::features::{self, Matrix};
+use super::index::Index;
+use super::kernel::Neighbors;
+use super::params::{Algorithm, KnnValidParams};
+use crate::error::{Error, Result};
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub(crate) struct Core<Task> {
+    pub(crate) params: KnnValidParams<Task>,
+    /// Feature names in the order of the index's columns.
+    pub(crate) features: Vec<String>,
+    /// Whether the features were "all numeric columns" (extra numeric columns at
+    /// predict time are then an error) rather than an explicit list.
+    pub(crate) all_numeric: bool,
+    pub(crate) target: Option<String>,
+    pub(crate) index: Index,
+}
+
+impl<Task> Core<Task> {
+    pub(crate) fn fit(
+        params: &KnnValidParams<Task>,
+        train: Matrix,
+        features: Vec<String>,
+        all_numeric: bool,
+        target: Option<String>,
+    ) -> Result<Core<Task>> {
+        if train.rows == 0 {
+            return Err(Error::EmptyData {
+                what: "training set",
+            });
+        }
+        if train.dim == 0 {
+            return Err(Error::EmptyData {
+                what: "feature list",
+            });
+        }
+        if params.k > train.rows {
+            return Err(Error::param(
+                "k",
+                format!("k = {} exceeds the {} training rows", params.k, train.rows),
+            ));
+        }
+        let index = Index::build(train, params.metric, params.algorithm, params.leaf_size)?;
+        Ok(Core {
+            params: params.clone(),
+            features,
+            all_numeric,
+            target,
+            index,
+        })
+    }
+
+    /// Which feature columns `fit_frame` uses, and checks them.
+    pub(crate) fn frame_features(
+        df: &DataFrame,
+        target: &str,
+        explicit: Option<&[&str]>,
+    ) -> Result<(Vec<String>, bool)> {
+        features::column(df, target)?;
+        let (names, all_numeric) = match explicit {
+            Some(list) => (
+                list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+                false,
+            ),
+            None => (features::numeric_columns(df, Some(target)), true),
+        };
+        if let Some(dup) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
+            return Err(Error::DuplicateColumn {
+                name: dup.1.clone(),
+            });
+        }
+        if names.iter().any(|n| n == target) {
+            return Err(Error::param(
+                "features",
+                format!("the target `{target}` cannot also be a feature"),
+            ));
+        }
+        if names.is_empty() {
+            return Err(Error::EmptyData {
+                what: "feature list",
+            });
+        }
+        Ok((names, all_numeric))
+    }
+
+    /// An empty frame is an error when predicted directly (an empty test set is a
+    /// mistake), but not inside a job: there it is an empty partition, as when a
+    /// frame has fewer rows than partitions, and yields an empty result.
+    pub(crate) fn frame_queries(&self, df: &DataFrame) -> Result<Matrix> {
+        if df.height() == 0 && crate::TaskContext::get().is_none() {
+            return Err(Error::EmptyData { what: "test set" });
+        }
+        features::check_features(df, &self.features, self.target.as_deref(), self.all_numeric)?;
+        features::matrix(df, &self.features)
+    }
+
+    pub(crate) fn array_queries(&self, x: ArrayView2<'_, f64>) -> Result<Matrix> {
+        let (rows, dim) = x.dim();
+        if rows == 0 {
+            return Err(Error::EmptyData { what: "test set" });
+        }
+        if dim != self.features.len() {
+            return Err(Error::FeatureMismatch {
+                reason: format!(
+                    "the model has {} features, the input has {dim} columns",
+                    self.features.len()
+                ),
+            });
+        }
+        Matrix::from_array(&x.to_owned(), &self.features)
+    }
+
+    pub(crate) fn neighbors(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {
+        if k == 0 || k > self.index.rows() {
+            return Err(Error::param(
+                "k",
+                format!(
+                    "must be in 1..={} (the training rows), got {k}",
+                    self.index.rows()
+                ),
+            ));
+        }
+        if queries.rows == 0 {
+            return Ok(Neighbors {
+                k,
+                distances: Vec::new(),
+                indices: Vec::new(),
+            });
+        }
+        self.index.search(queries, k)
+    }
+
+    /// sklearn's `kneighbors`: distances and training-row indices, row per query.
+    pub(crate) fn kneighbors(
+        &self,
+        x: ArrayView2<'_, f64>,
+        k: usize,
+    ) -> Result<(Array2<f64>, Array2<usize>)> {
+        let queries = self.array_queries(x)?;
+        let nb = self.neighbors(&queries, k)?;
+        let dist = Array2::from_shape_vec((queries.rows, k), nb.distances)
+            .map_err(|e| Error::Message(e.to_string()))?;
+        let idx = Array2::from_shape_vec(
+            (queries.rows, k),
+            nb.indices.into_iter().map(|i| i as usize).collect(),
+        )
+        .map_err(|e| Error::Message(e.to_string()))?;
+        Ok((dist, idx))
+    }
+
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.index.algorithm()
+    }
+
+    /// Checks a deserialised model, so a damaged file is an error at load time and
+    /// never an out-of-bounds panic at predict time.
+    pub(crate) fn validate(&self, n_targets: usize) -> std::result::Result<(), String> {
+        linfa::ParamGuard::check_ref(&super::params::KnnParams(self.params.clone()))
+            .map_err(|e| e.to_string())?;
+        self.index.validate()?;
+        if self.features.len() != self.index.dim() {
+            return Err(format!(
+                "{} feature names for {} columns",
+                self.features.len(),
+                self.index.dim()
+            ));
+        }
+        if n_targets != self.index.rows() {
+            return Err(format!(
+                "{n_targets} targets for {} training rows",
+                self.index.rows()
+            ));
+        }
+        if self.params.k > self.index.rows() {
+            return Err(format!(
+                "k = {} exceeds the {} training rows",
+                self.params.k,
+                self.index.rows()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-neighbour weights by sklearn's rule: uniform, or 1/d, where any zero distance
+/// gives weight 1 to the zero-distance neighbours and 0 to the rest.
+pub(crate) fn neighbor_weights(weights: super::Weights, dist: &[f64], out: &mut Vec<f64>) {
+    out.clear();
+    match weights {
+        super::Weights::Uniform => out.extend(dist.iter().map(|_| 1.0)),
+        super::Weights::Distance => {
+            if dist.contains(&0.0) {
+                out.extend(dist.iter().map(|&d| if d == 0.0 { 1.0 } else { 0.0 }));
+            } else {
+                out.extend(dist.iter().map(|&d| 1.0 / d));
+            }
+        }
+    }
+}

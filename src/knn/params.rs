@@ -1,0 +1,195 @@
+//! Hyperparameters, the linfa way: params -> checked params -> fit.
+
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use super::kernel::Metric;
+use crate::error::{Error, Result};
+
+/// How neighbours' targets are combined (sklearn's `weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Weights {
+    /// Every neighbour counts the same.
+    #[default]
+    Uniform,
+    /// Neighbours count by the inverse of their distance. As in sklearn, when some
+    /// neighbours are at distance zero, only those count (each equally).
+    Distance,
+}
+
+/// The neighbour search method (sklearn's `algorithm`). All are exact and return the
+/// same neighbours; they differ only in speed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Algorithm {
+    /// Picks by data shape: the k-d tree in low dimensions, brute force otherwise
+    /// and for the cosine metric.
+    #[default]
+    Auto,
+    /// Blocked brute force: every query against every training row.
+    Brute,
+    /// sparkbook's k-d tree, built once at fit and shared by all partitions.
+    KdTree,
+    /// linfa-nn's ball tree (rebuilt per predict call, since its index borrows the
+    /// training data), with candidates re-ranked exactly.
+    BallTree,
+}
+
+/// Marks parameters for [`KnnRegressor`](crate::knn::KnnRegressor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regression;
+
+/// Marks parameters for [`KnnClassifier`](crate::knn::KnnClassifier).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification;
+
+/// Checked hyperparameters: what `fit` runs with.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct KnnValidParams<Task> {
+    pub(crate) k: usize,
+    pub(crate) weights: Weights,
+    pub(crate) metric: Metric,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) leaf_size: usize,
+    #[serde(skip)]
+    task: PhantomData<Task>,
+}
+
+impl<Task> Clone for KnnValidParams<Task> {
+    fn clone(&self) -> Self {
+        KnnValidParams {
+            task: PhantomData,
+            ..*self
+        }
+    }
+}
+
+impl<Task> KnnValidParams<Task> {
+    /// Neighbours per prediction.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// How neighbours are weighted.
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// The distance.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The search method requested.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Points per tree leaf.
+    pub fn leaf_size(&self) -> usize {
+        self.leaf_size
+    }
+}
+
+/// Unchecked hyperparameters, made by `KnnRegressor::params(k)` or
+/// `KnnClassifier::params(k)`; defaults as sklearn's.
+///
+/// ```
+/// use sparkbook::knn::{Algorithm, KnnRegressor, Metric, Weights};
+/// use linfa::ParamGuard;
+///
+/// let params = KnnRegressor::params(5)
+///     .weights(Weights::Distance)
+///     .metric(Metric::Minkowski(3.0))
+///     .algorithm(Algorithm::KdTree);
+/// assert_eq!(params.check_ref()?.k(), 5);
+/// assert!(KnnRegressor::params(0).check().is_err());
+/// assert!(KnnRegressor::params(3).metric(Metric::Minkowski(-1.0)).check().is_err());
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
+#[derive(Debug, PartialEq)]
+#[must_use = "parameters do nothing until `.fit(...)` or `.fit_frame(...)`"]
+pub struct KnnParams<Task>(pub(crate) KnnValidParams<Task>);
+
+impl<Task> Clone for KnnParams<Task> {
+    fn clone(&self) -> Self {
+        KnnParams(self.0.clone())
+    }
+}
+
+impl<Task> KnnParams<Task> {
+    pub(crate) fn new(k: usize) -> Self {
+        KnnParams(KnnValidParams {
+            k,
+            weights: Weights::Uniform,
+            metric: Metric::Euclidean,
+            algorithm: Algorithm::Auto,
+            leaf_size: 30,
+            task: PhantomData,
+        })
+    }
+
+    /// sklearn's `weights`.
+    pub fn weights(mut self, weights: Weights) -> Self {
+        self.0.weights = weights;
+        self
+    }
+
+    /// sklearn's `metric` (with `p` inside `Minkowski`).
+    pub fn metric(mut self, metric: Metric) -> Self {
+        self.0.metric = metric;
+        self
+    }
+
+    /// sklearn's `algorithm`.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.0.algorithm = algorithm;
+        self
+    }
+
+    /// sklearn's `leaf_size` (default 30).
+    pub fn leaf_size(mut self, leaf_size: usize) -> Self {
+        self.0.leaf_size = leaf_size;
+        self
+    }
+}
+
+impl<Task> linfa::ParamGuard for KnnParams<Task> {
+    type Checked = KnnValidParams<Task>;
+    type Error = Error;
+
+    fn check_ref(&self) -> Result<&KnnValidParams<Task>> {
+        let p = &self.0;
+        if p.k == 0 {
+            return Err(Error::param("k", "must be at least 1, got 0"));
+        }
+        if p.leaf_size == 0 {
+            return Err(Error::param("leaf_size", "must be at least 1, got 0"));
+        }
+        if let Metric::Minkowski(power) = p.metric {
+            if !(power.is_finite() && power >= 1.0) {
+                return Err(Error::param(
+                    "p",
+                    format!(
+                        "the Minkowski power must be a finite number >= 1 (below 1 it is not a distance), got {power}"
+                    ),
+                ));
+            }
+        }
+        if p.metric == Metric::Cosine
+            && matches!(p.algorithm, Algorithm::KdTree | Algorithm::BallTree)
+        {
+            return Err(Error::param(
+                "algorithm",
+                "cosine is not a metric distance, so trees cannot prune with it; use Brute or Auto",
+            ));
+        }
+        Ok(p)
+    }
+
+    fn check(self) -> Result<KnnValidParams<Task>> {
+        self.check_ref()?;
+        Ok(self.0)
+    }
+}

@@ -1,0 +1,299 @@
+//! `KnnRegressor`: sklearn's `KNeighborsRegressor`, exact and broadcastable.
+
+use std::path::Path;
+
+use linfa::dataset::DatasetBase;
+use linfa::traits::{Fit, PredictInplace};
+use ndarray::{Array1, Array2, ArrayBase, Data, Ix2};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::features::{self, Matrix, ROW};
+use super::kernel::Neighbors;
+use super::model::{Core, neighbor_weights};
+use super::params::{Algorithm, KnnParams, KnnValidParams, Regression};
+use super::persist;
+use crate::broadcast::ByteSize;
+use crate::error::{Error, Result};
+
+/// k-nearest-neighbour regression: the mean (or inverse-distance weighted mean) of the
+/// k nearest training rows' targets.
+///
+/// The model owns its training data, so it can be kept across notebook cells, saved,
+/// and broadcast to partitions by reference.
+///
+/// ```
+/// use sparkbook::knn::{KnnRegressor, Weights};
+/// use sparkbook::polars::prelude::*;
+///
+/// let train = df!("x" => [0.0, 1.0, 2.0, 10.0], "y" => [0.0, 10.0, 20.0, 100.0])?;
+/// let model = KnnRegressor::params(2).fit_frame(&train, "y")?;
+/// let test = df!("x" => [0.9, 9.0], "y" => [9.0, 90.0])?;
+/// let pred = model.predict_frame(&test)?;
+/// assert_eq!(pred.get_column_names(), ["true", "pred"]);
+/// // 0.9 is nearest to 1 and 0 -> (10 + 0) / 2; 9.0 is nearest to 10 and 2 -> 60.
+/// assert_eq!(pred.column("pred")?.f64()?.to_vec(), vec![Some(5.0), Some(60.0)]);
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+pub struct KnnRegressor {
+    core: Core<Regression>,
+    targets: Vec<f64>,
+}
+
+impl KnnRegressor {
+    /// Starts the parameters with `k` neighbours (sklearn's `n_neighbors`).
+    pub fn params(k: usize) -> KnnParams<Regression> {
+        KnnParams::new(k)
+    }
+
+    /// Loads a model saved with [`save`](Self::save).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let train = df!("a" => [1.0, 2.0, 3.0], "y" => [1.0, 4.0, 9.0])?;
+    /// let model = KnnRegressor::params(1).fit_frame(&train, "y")?;
+    /// let path = std::env::temp_dir().join(format!("sparkbook-doc-{}.json", std::process::id()));
+    /// model.save(&path)?;
+    /// let back = KnnRegressor::load(&path)?;
+    /// assert_eq!(back.predict_frame(&train)?, model.predict_frame(&train)?);
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn load(path: impl AsRef<Path>) -> Result<KnnRegressor> {
+        let model: KnnRegressor = persist::load(path.as_ref(), "regressor")?;
+        model
+            .core
+            .validate(model.targets.len())
+            .and_then(|()| match model.targets.iter().all(|t| t.is_finite()) {
+                true => Ok(()),
+                false => Err("a target is not finite".to_owned()),
+            })
+            .map_err(|reason| Error::ModelFile {
+                path: path.as_ref().display().to_string(),
+                reason,
+            })?;
+        Ok(model)
+    }
+
+    /// Saves the model as versioned JSON, atomically: the file is written beside the
+    /// target and renamed into place, so a failure leaves no partial file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        persist::save(path.as_ref(), "regressor", self)
+    }
+
+    /// Feature names, in the order the model reads them.
+    pub fn features(&self) -> &[String] {
+        &self.core.features
+    }
+
+    /// The target column's name, when fitted from a frame.
+    pub fn target(&self) -> Option<&str> {
+        self.core.target.as_deref()
+    }
+
+    /// The parameters the model was fitted with.
+    pub fn params_used(&self) -> &KnnValidParams<Regression> {
+        &self.core.params
+    }
+
+    /// The search method in use (`Auto` resolved).
+    pub fn algorithm(&self) -> Algorithm {
+        self.core.algorithm()
+    }
+
+    /// Training rows.
+    pub fn n_train(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// sklearn's `kneighbors(X, k)`: for each row of `x`, the distances to its `k`
+    /// nearest training rows (ascending; ties to the lower row) and their indices.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [3.0], [1.0]], array![0.0, 3.0, 1.0]);
+    /// let model = KnnRegressor::params(1).fit(&data)?;
+    /// let (dist, idx) = model.kneighbors(&array![[0.9]], 2)?;
+    /// assert_eq!(idx.row(0).to_vec(), vec![2, 0]);
+    /// assert!((dist[[0, 0]] - 0.1).abs() < 1e-12);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn kneighbors<D: Data<Elem = f64>>(
+        &self,
+        x: &ArrayBase<D, Ix2>,
+        k: usize,
+    ) -> Result<(Array2<f64>, Array2<usize>)> {
+        self.core.kneighbors(x.view(), k)
+    }
+
+    /// Predicts every row of `x`, checking it first (width, finite values).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0], [2.0]], array![0.0, 1.0, 2.0]);
+    /// let model = KnnRegressor::params(2).fit(&data)?;
+    /// assert_eq!(model.try_predict(&array![[0.1]])?.to_vec(), vec![0.5]);
+    /// assert!(model.try_predict(&array![[f64::NAN]]).is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn try_predict<D: Data<Elem = f64>>(&self, x: &ArrayBase<D, Ix2>) -> Result<Array1<f64>> {
+        let queries = self.core.array_queries(x.view())?;
+        Ok(Array1::from(self.predict_matrix(&queries)?))
+    }
+
+    /// Predicts a frame's rows, matching feature columns by name.
+    ///
+    /// Returns `pred`, preceded by `true` when the frame has the target column, and by
+    /// `row` when the frame carries one (from
+    /// [`zip_with_index`](crate::PartitionedFrame::zip_with_index)). This is the
+    /// function to `map_partitions` over.
+    pub fn predict_frame(&self, df: &DataFrame) -> Result<DataFrame> {
+        let queries = self.core.frame_queries(df)?;
+        let pred = self.predict_matrix(&queries)?;
+        let mut columns = Vec::with_capacity(3);
+        if let Ok(row) = df.column(ROW) {
+            columns.push(row.clone());
+        }
+        if let Some(target) = self.core.target.as_deref() {
+            if df.column(target).is_ok() {
+                let truth = features::finite_values(df, target)?;
+                columns.push(Column::new("true".into(), truth));
+            }
+        }
+        columns.push(Column::new("pred".into(), pred));
+        Ok(DataFrame::new(df.height(), columns)?)
+    }
+
+    fn predict_matrix(&self, queries: &Matrix) -> Result<Vec<f64>> {
+        let k = self.core.params.k;
+        let nb: Neighbors = self.core.neighbors(queries, k)?;
+        let mut weights = Vec::with_capacity(k);
+        Ok((0..queries.rows)
+            .map(|q| {
+                let dist = &nb.distances[q * k..(q + 1) * k];
+                let idx = &nb.indices[q * k..(q + 1) * k];
+                neighbor_weights(self.core.params.weights, dist, &mut weights);
+                let (mut num, mut den) = (0.0, 0.0);
+                for (&w, &i) in weights.iter().zip(idx) {
+                    num += w * self.targets[i as usize];
+                    den += w;
+                }
+                num / den
+            })
+            .collect())
+    }
+}
+
+impl KnnParams<Regression> {
+    /// Fits on a frame: features are all numeric columns except `target` (and `row`).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("a" => [1.0, 2.0], "name" => ["x", "y"], "y" => [3.0, 4.0])?;
+    /// let model = KnnRegressor::params(1).fit_frame(&df, "y")?;
+    /// assert_eq!(model.features(), ["a"]); // the string column is not a feature
+    /// assert!(KnnRegressor::params(1).fit_frame(&df, "price").is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn fit_frame(&self, df: &DataFrame, target: &str) -> Result<KnnRegressor> {
+        self.fit_frame_inner(df, target, None)
+    }
+
+    /// Fits on a frame with an explicit feature list; other columns are ignored, at
+    /// fit and at predict time.
+    pub fn fit_frame_with(
+        &self,
+        df: &DataFrame,
+        target: &str,
+        features: &[&str],
+    ) -> Result<KnnRegressor> {
+        self.fit_frame_inner(df, target, Some(features))
+    }
+
+    fn fit_frame_inner(
+        &self,
+        df: &DataFrame,
+        target: &str,
+        explicit: Option<&[&str]>,
+    ) -> Result<KnnRegressor> {
+        let params = linfa::ParamGuard::check_ref(self)?;
+        let (names, all_numeric) = Core::<Regression>::frame_features(df, target, explicit)?;
+        let targets = features::finite_values(df, target)?;
+        let train = features::matrix(df, &names)?;
+        let core = Core::fit(params, train, names, all_numeric, Some(target.to_owned()))?;
+        Ok(KnnRegressor { core, targets })
+    }
+}
+
+impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<f64>, Error>
+    for KnnValidParams<Regression>
+{
+    type Object = KnnRegressor;
+
+    fn fit(&self, dataset: &DatasetBase<ArrayBase<D, Ix2>, Array1<f64>>) -> Result<KnnRegressor> {
+        let x = dataset.records();
+        let names = features::positional_names(x.ncols());
+        let train = Matrix::from_array(&x.to_owned(), &names)?;
+        let targets = dataset.targets().to_vec();
+        if let Some(row) = targets.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidValue {
+                column: "target".to_owned(),
+                row: row as u64,
+                value: format!("{}", targets[row]),
+            });
+        }
+        if targets.len() != train.rows {
+            return Err(Error::FeatureMismatch {
+                reason: format!("{} records but {} targets", train.rows, targets.len()),
+            });
+        }
+        let core = Core::fit(self, train, names, false, None)?;
+        Ok(KnnRegressor { core, targets })
+    }
+}
+
+/// linfa's `predict`. The trait cannot return an error, so rows it cannot predict
+/// (wrong width, non-finite values) come back as NaN; use
+/// [`KnnRegressor::try_predict`] to get the error instead.
+impl<D: Data<Elem = f64>> PredictInplace<ArrayBase<D, Ix2>, Array1<f64>> for KnnRegressor {
+    fn predict_inplace(&self, x: &ArrayBase<D, Ix2>, y: &mut Array1<f64>) {
+        match self.try_predict(x) {
+            Ok(pred) if pred.len() == y.len() => y.assign(&pred),
+            _ => y.fill(f64::NAN),
+        }
+    }
+
+    fn default_target(&self, x: &ArrayBase<D, Ix2>) -> Array1<f64> {
+        Array1::zeros(x.nrows())
+    }
+}
+
+impl ByteSize for KnnRegressor {
+    fn byte_size(&self) -> usize {
+        std::mem::size_of::<Self>() + self.core.index.byte_size() + self.targets.capacity() * 8
+    }
+}
+
+impl std::fmt::Debug for KnnRegressor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnnRegressor")
+            .field("k", &self.core.params.k)
+            .field("weights", &self.core.params.weights)
+            .field("metric", &self.core.params.metric)
+            .field("algorithm", &self.core.algorithm())
+            .field("n_train", &self.n_train())
+            .field("features", &self.core.features)
+            .finish()
+    }
+}

@@ -1,0 +1,358 @@
+//! k-NN models against an independent brute-force oracle: every metric, weighting
+//! and algorithm, on data full of duplicates and ties.
+
+use linfa::traits::Fit;
+use ndarray::{Array1, Array2};
+use polars::prelude::*;
+use proptest::prelude::*;
+use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
+use sparkbook::prelude::*;
+
+/// The oracle: direct differences, dimensions summed in order, all distances sorted
+/// by (distance, index).
+fn oracle_distance(metric: Metric, a: &[f64], b: &[f64]) -> f64 {
+    match metric {
+        Metric::Euclidean => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y) * (x - y))
+            .sum::<f64>()
+            .sqrt(),
+        Metric::Manhattan => a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum(),
+        Metric::Chebyshev => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max),
+        Metric::Minkowski(p) => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs().powf(p))
+            .sum::<f64>()
+            .powf(1.0 / p),
+        Metric::Cosine => {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+            1.0 - dot / (na * nb)
+        }
+    }
+}
+
+fn oracle_neighbors(train: &Array2<f64>, q: &[f64], k: usize, metric: Metric) -> Vec<(f64, usize)> {
+    let mut all: Vec<(f64, usize)> = train
+        .rows()
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (oracle_distance(metric, r.as_slice().unwrap(), q), i))
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.truncate(k);
+    all
+}
+
+fn oracle_predict(nb: &[(f64, usize)], y: &[f64], weights: Weights) -> f64 {
+    let w: Vec<f64> = match weights {
+        Weights::Uniform => vec![1.0; nb.len()],
+        Weights::Distance if nb.iter().any(|n| n.0 == 0.0) => nb
+            .iter()
+            .map(|n| if n.0 == 0.0 { 1.0 } else { 0.0 })
+            .collect(),
+        Weights::Distance => nb.iter().map(|n| 1.0 / n.0).collect(),
+    };
+    let num: f64 = w.iter().zip(nb).map(|(w, n)| w * y[n.1]).sum();
+    num / w.iter().sum::<f64>()
+}
+
+const METRICS: [Metric; 5] = [
+    Metric::Euclidean,
+    Metric::Manhattan,
+    Metric::Chebyshev,
+    Metric::Minkowski(3.0),
+    Metric::Cosine,
+];
+
+fn algorithms(metric: Metric) -> Vec<Algorithm> {
+    if metric == Metric::Cosine {
+        vec![Algorithm::Auto, Algorithm::Brute]
+    } else {
+        vec![
+            Algorithm::Auto,
+            Algorithm::Brute,
+            Algorithm::KdTree,
+            Algorithm::BallTree,
+        ]
+    }
+}
+
+/// Small integer coordinates: many exact ties and duplicate rows. Row 0 is never all
+/// zeros (cosine needs non-zero vectors).
+fn data() -> impl Strategy<Value = (Array2<f64>, Vec<f64>, Array2<f64>, usize)> {
+    (1usize..5, 1usize..60, 1usize..20).prop_flat_map(|(dim, n, m)| {
+        (
+            prop::collection::vec(1i8..4, n * dim),
+            prop::collection::vec(-50i32..50, n),
+            prop::collection::vec(0i8..5, m * dim),
+            1..=n,
+        )
+            .prop_map(move |(x, y, q, k)| {
+                let x = Array2::from_shape_vec((n, dim), x.into_iter().map(f64::from).collect())
+                    .unwrap();
+                let mut q: Vec<f64> = q.into_iter().map(f64::from).collect();
+                for row in q.chunks_mut(dim) {
+                    if row.iter().all(|v| *v == 0.0) {
+                        row[0] = 1.0;
+                    }
+                }
+                let q = Array2::from_shape_vec((m, dim), q).unwrap();
+                (x, y.into_iter().map(f64::from).collect(), q, k)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn neighbours_and_predictions_equal_the_oracle((x, y, q, k) in data()) {
+        let dataset = linfa::Dataset::new(x.clone(), Array1::from(y.clone()));
+        for metric in METRICS {
+            for algorithm in algorithms(metric) {
+                for weights in [Weights::Uniform, Weights::Distance] {
+                    let model = KnnRegressor::params(k)
+                        .metric(metric)
+                        .algorithm(algorithm)
+                        .weights(weights)
+                        .leaf_size(3)
+                        .fit(&dataset)?;
+                    let (dist, idx) = model.kneighbors(&q, k)?;
+                    let pred = model.try_predict(&q)?;
+                    for (r, query) in q.rows().into_iter().enumerate() {
+                        let want = oracle_neighbors(&x, query.as_slice().unwrap(), k, metric);
+                        let got: Vec<(f64, usize)> = dist.row(r).iter().copied().zip(idx.row(r).iter().copied()).collect();
+                        prop_assert_eq!(
+                            got.iter().map(|(d, i)| (d.to_bits(), *i)).collect::<Vec<_>>(),
+                            want.iter().map(|(d, i)| (d.to_bits(), *i)).collect::<Vec<_>>(),
+                            "{:?} {:?} row {}", metric, algorithm, r
+                        );
+                        prop_assert_eq!(pred[r].to_bits(), oracle_predict(&want, &y, weights).to_bits());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn classifier_votes_equal_the_oracle((x, y, q, k) in data()) {
+        let labels: Vec<i64> = y.iter().map(|v| (*v as i64).rem_euclid(3)).collect();
+        let dataset = linfa::Dataset::new(x.clone(), Array1::from(labels.clone()));
+        for weights in [Weights::Uniform, Weights::Distance] {
+            let model = KnnClassifier::params(k).weights(weights).fit(&dataset)?;
+            let classes = model.classes().to_vec();
+            let proba = model.predict_proba(&q)?;
+            let pred = model.try_predict(&q)?;
+            for (r, query) in q.rows().into_iter().enumerate() {
+                let nb = oracle_neighbors(&x, query.as_slice().unwrap(), k, Metric::Euclidean);
+                let mut votes = vec![0.0; classes.len()];
+                let zero = nb.iter().any(|n| n.0 == 0.0);
+                for (d, i) in &nb {
+                    let w = match weights {
+                        Weights::Uniform => 1.0,
+                        Weights::Distance if zero => f64::from(u8::from(*d == 0.0)),
+                        Weights::Distance => 1.0 / d,
+                    };
+                    votes[classes.iter().position(|c| *c == labels[*i]).unwrap()] += w;
+                }
+                let total: f64 = votes.iter().sum();
+                for (j, v) in votes.iter().enumerate() {
+                    prop_assert!((proba[[r, j]] - v / total).abs() < 1e-12);
+                }
+                let best = (0..votes.len()).fold(0, |b, j| if votes[j] > votes[b] { j } else { b });
+                prop_assert_eq!(pred[r], classes[best]);
+            }
+        }
+    }
+
+    #[test]
+    fn predictions_do_not_depend_on_partitions_or_threads(
+        (x, y, q, k) in data(),
+        partitions in 1usize..64,
+        threads in 1usize..8,
+    ) {
+        let train = df!("a" => x.column(0).to_vec(), "y" => y.clone())?;
+        let test = df!("a" => q.column(0).to_vec())?;
+        let model = KnnRegressor::params(k).weights(Weights::Distance).fit_frame(&train, "y")?;
+        let whole = model.predict_frame(&test)?;
+        let sc = Session::builder().threads(threads).progress(false).build()?;
+        let b = sc.broadcast(model);
+        let parts = sc
+            .parallelize(&test, partitions)?
+            .map_partitions(|part| b.value()?.predict_frame(&part))?
+            .collect()?;
+        let bits = |df: &DataFrame| df.column("pred").unwrap().f64().unwrap().into_no_null_iter().map(f64::to_bits).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&parts), bits(&whole));
+    }
+}
+
+#[test]
+fn cancellation_prone_data_still_matches_the_oracle() {
+    // Huge norms, tiny differences: |x|^2 + |y|^2 - 2xy loses every digit here.
+    let n = 300;
+    let x = Array2::from_shape_fn((n, 3), |(i, j)| 1e8 + ((i * 7 + j * 13) % 17) as f64 * 1e-3);
+    let q = Array2::from_shape_fn((40, 3), |(i, j)| {
+        1e8 + ((i * 5 + j * 3) % 11) as f64 * 1.1e-3
+    });
+    let y: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let data = linfa::Dataset::new(x.clone(), Array1::from(y));
+    for algorithm in [Algorithm::Brute, Algorithm::KdTree, Algorithm::BallTree] {
+        let model = KnnRegressor::params(10)
+            .algorithm(algorithm)
+            .fit(&data)
+            .unwrap();
+        let (_, idx) = model.kneighbors(&q, 10).unwrap();
+        for (r, query) in q.rows().into_iter().enumerate() {
+            let want: Vec<usize> =
+                oracle_neighbors(&x, query.as_slice().unwrap(), 10, Metric::Euclidean)
+                    .into_iter()
+                    .map(|n| n.1)
+                    .collect();
+            assert_eq!(idx.row(r).to_vec(), want, "{algorithm:?} row {r}");
+        }
+    }
+}
+
+#[test]
+fn higher_dimensions_use_brute_force_and_stay_exact() {
+    let (n, d) = (500, 24);
+    let x = Array2::from_shape_fn((n, d), |(i, j)| ((i * 31 + j * 17) % 23) as f64 / 7.0);
+    let q = Array2::from_shape_fn((30, d), |(i, j)| ((i * 11 + j * 5) % 19) as f64 / 6.0);
+    let data = linfa::Dataset::new(x.clone(), Array1::from_iter((0..n).map(|i| i as f64)));
+    let model = KnnRegressor::params(25).fit(&data).unwrap();
+    assert_eq!(model.algorithm(), Algorithm::Brute);
+    let (dist, idx) = model.kneighbors(&q, 25).unwrap();
+    for (r, query) in q.rows().into_iter().enumerate() {
+        let want = oracle_neighbors(&x, query.as_slice().unwrap(), 25, Metric::Euclidean);
+        let got: Vec<(f64, usize)> = dist
+            .row(r)
+            .iter()
+            .copied()
+            .zip(idx.row(r).iter().copied())
+            .collect();
+        assert_eq!(got, want, "row {r}");
+    }
+}
+
+#[test]
+fn seed_workflow_on_real_data_matches_a_direct_predict() {
+    let df = sparkbook::datasets::house_prices().unwrap();
+    let df = df.drop_many(["id", "date"]);
+    let (train, test) = train_test_split(&df, 0.2, 42).unwrap();
+    let model = KnnRegressor::params(100)
+        .fit_frame(&train, "price")
+        .unwrap();
+    let direct = model.predict_frame(&test).unwrap();
+
+    let sc = Session::builder()
+        .threads(2)
+        .progress(false)
+        .build()
+        .unwrap();
+    let b_model = sc.broadcast(model);
+    let preds = sc
+        .parallelize(&test, 10)
+        .unwrap()
+        .zip_with_index()
+        .unwrap()
+        .map_partitions(|part| b_model.value()?.predict_frame(&part))
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(preds.get_column_names(), ["row", "true", "pred"]);
+    assert!(
+        preds
+            .column("pred")
+            .unwrap()
+            .equals(direct.column("pred").unwrap())
+    );
+    let rows: Vec<u64> = preds
+        .column("row")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(rows, (0..test.height() as u64).collect::<Vec<_>>());
+    let scores = preds.scores().unwrap();
+    let r = scores.regression().unwrap();
+    // Raw (unscaled) features, k = 100: a weak but clearly better-than-mean model.
+    assert!(r.r2 > 0.3 && r.r2 < 1.0, "{scores}");
+    assert!(b_model.size_bytes() > 17 * 8 * train.height());
+}
+
+#[test]
+fn save_and_load_round_trip_exactly() {
+    let dir = std::env::temp_dir().join(format!("sparkbook-knn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wine = sparkbook::datasets::wine().unwrap().drop("target").unwrap();
+    let model: KnnClassifier<String> = KnnClassifier::params(5)
+        .weights(Weights::Distance)
+        .fit_frame(&wine, "cultivar")
+        .unwrap();
+    let path = dir.join("wine.json");
+    model.save(&path).unwrap();
+    let back: KnnClassifier<String> = KnnClassifier::load(&path).unwrap();
+    assert_eq!(
+        back.predict_frame(&wine).unwrap(),
+        model.predict_frame(&wine).unwrap()
+    );
+    assert_eq!(
+        back.predict_proba_frame(&wine).unwrap(),
+        model.predict_proba_frame(&wine).unwrap()
+    );
+    // A classifier file is not a regressor.
+    assert!(matches!(
+        KnnRegressor::load(&path),
+        Err(Error::ModelFile { .. })
+    ));
+    // Nothing but the saved file is left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("wine.json")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn classifier_on_wine_is_accurate_and_proba_rows_sum_to_one() {
+    let wine = sparkbook::datasets::wine().unwrap().drop("target").unwrap();
+    let (train, test) = train_test_split(&wine, 0.3, 7).unwrap();
+    let model: KnnClassifier<String> = KnnClassifier::params(5)
+        .fit_frame(&train, "cultivar")
+        .unwrap();
+    assert_eq!(model.classes(), ["class_0", "class_1", "class_2"]);
+    let preds = model.predict_frame(&test).unwrap();
+    let s = preds.scores().unwrap();
+    let c = s.classification().unwrap();
+    assert_eq!(c.n, test.height());
+    assert_eq!(c.confusion.iter().flatten().sum::<usize>(), test.height());
+    // Unscaled wine features with k = 5: sklearn reaches about 0.7.
+    assert!(c.accuracy > 0.6, "{s}");
+    let proba = model.predict_proba_frame(&test).unwrap();
+    for i in 0..proba.height() {
+        let total: f64 = proba
+            .columns()
+            .iter()
+            .map(|c| c.f64().unwrap().get(i).unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn models_are_send_sync_and_broadcastable() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<KnnRegressor>();
+    assert_send_sync::<KnnClassifier<String>>();
+    assert_send_sync::<KnnClassifier<i64>>();
+}
