@@ -36,4 +36,4 @@ for algorithm in ["brute", "kd_tree", "ball_tree"]:
     rel = np.abs(pred - ours) / np.maximum(np.abs(pred), 1e-300)
     agree = np.mean(rel <= 1e-9)
     print(f"{'sklearn ' + algorithm:<28} {fit_s:>9.3f} {statistics.median(times):>11.3f}   "
-          f"agrees with sparkbook on {agree:.2%} of rows (max rel diff {rel.max():.1e}; the rest are k-th distance ties)")
+          f"equals sparkbook to 1e-9 on {agree:.2%} of rows (max rel diff {rel.max():.1e}; tests/sklearn_parity.rs explains the rest: k-th distance ties)")

@@ -26,7 +26,7 @@ pub(crate) struct Progress {
 enum Mode {
     Off,
     Bar(ProgressBar),
-    Lines,
+    Lines(Mutex<Box<dyn Write + Send>>),
 }
 
 impl Progress {
@@ -44,8 +44,12 @@ impl Progress {
             bar.set_message(label.clone());
             Mode::Bar(bar)
         } else {
-            Mode::Lines
+            Mode::Lines(Mutex::new(Box::new(std::io::stderr())))
         };
+        Progress::with_mode(mode, label, total)
+    }
+
+    fn with_mode(mode: Mode, label: String, total: usize) -> Progress {
         Progress {
             mode,
             label,
@@ -62,7 +66,7 @@ impl Progress {
         match &self.mode {
             Mode::Off => {}
             Mode::Bar(bar) => bar.inc(1),
-            Mode::Lines => {
+            Mode::Lines(_) => {
                 let now = Instant::now();
                 let mut last = self.last_line.lock().unwrap_or_else(|p| p.into_inner());
                 let due = match *last {
@@ -82,7 +86,7 @@ impl Progress {
         match &self.mode {
             Mode::Off => {}
             Mode::Bar(bar) => bar.finish_and_clear(),
-            Mode::Lines => {
+            Mode::Lines(_) => {
                 let printed = self
                     .last_line
                     .lock()
@@ -96,15 +100,75 @@ impl Progress {
     }
 
     fn line(&self, done: usize) {
+        let Mode::Lines(out) = &self.mode else { return };
         let pct = (done * 100).checked_div(self.total).unwrap_or(100);
-        let mut err = std::io::stderr().lock();
+        let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
         // A failed write to stderr must not fail the job it reports on.
         let _ = writeln!(
-            err,
+            out,
             "[sparkbook] {}: {done}/{} partitions ({pct}%), {:.1} s",
             self.label,
             self.total,
             self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(total: usize) -> (Progress, Shared) {
+        let out = Shared::default();
+        let mode = Mode::Lines(Mutex::new(Box::new(out.clone())));
+        (Progress::with_mode(mode, "job 7 (map)".into(), total), out)
+    }
+
+    fn text(out: &Shared) -> String {
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn quick_jobs_print_nothing() {
+        let (progress, out) = lines(4);
+        (0..4).for_each(|_| progress.tick());
+        progress.finish();
+        assert_eq!(text(&out), "");
+    }
+
+    #[test]
+    fn slow_jobs_print_periodic_lines_and_a_last_one() {
+        let (progress, out) = lines(3);
+        std::thread::sleep(LINE_EVERY + Duration::from_millis(50));
+        progress.tick(); // due: first line
+        progress.tick(); // within a second of the last line: silent
+        progress.tick(); // the last partition: left to `finish`
+        progress.finish();
+        let text = text(&out);
+        let printed: Vec<&str> = text.lines().collect();
+        assert_eq!(printed.len(), 2, "{text}");
+        assert!(
+            printed[0].starts_with("[sparkbook] job 7 (map): 1/3 partitions (33%)"),
+            "{text}"
+        );
+        assert!(
+            printed[1].starts_with("[sparkbook] job 7 (map): 3/3 partitions (100%)"),
+            "{text}"
         );
     }
 }
