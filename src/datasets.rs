@@ -19,7 +19,8 @@ fn bundled(file: &str) -> PathBuf {
 }
 
 /// Reads a CSV file with a header row into a frame, with errors that name the file:
-/// a missing path, a directory, an empty file or unparsable rows.
+/// [`Error::Io`] for a missing path, a directory or an empty (0-byte) file,
+/// [`Error::Csv`] for content polars cannot parse (ragged rows, invalid UTF-8).
 ///
 /// ```
 /// let err = sparkbook::datasets::read_csv("no/such/file.csv").unwrap_err();
@@ -45,7 +46,10 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<DataFrame> {
         .with_infer_schema_length(Some(10_000))
         .try_into_reader_with_file_path(Some(path.to_path_buf()))
         .and_then(|reader| reader.finish())
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+        .map_err(|e| Error::Csv {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// ggplot2's diamonds: 53,940 rows; `price` and 9 attributes (6 numeric).

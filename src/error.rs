@@ -127,6 +127,15 @@ pub enum Error {
         row: usize,
     },
 
+    /// A CSV file could not be parsed (ragged rows, bad encoding, no header).
+    #[error("{path}: cannot read as CSV: {reason}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+
     /// A model file is not a sparkbook model, or is damaged.
     #[error("{path}: not a readable sparkbook model: {reason}")]
     ModelFile {

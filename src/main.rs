@@ -16,7 +16,7 @@ use polars::prelude::*;
 use sparkbook::datasets::read_csv;
 use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
 use sparkbook::metrics::TruePred;
-use sparkbook::{Error, Result, Session};
+use sparkbook::{Error, PartitionedFrame, Result, Session};
 
 /// Spark's broadcast / parallelize / mapPartitions / collect workflow, on one machine.
 #[derive(Parser, Debug)]
@@ -189,6 +189,10 @@ fn knn(args: &KnnArgs) -> Result<()> {
     }
     let mut train = read_csv(&args.train)?;
     let mut test = read_csv(&args.test)?;
+    // Inside the job an empty partition is normal; an empty test file is a mistake.
+    if test.height() == 0 {
+        return Err(Error::EmptyData { what: "test set" });
+    }
     if args.standardize {
         standardize(&mut train, &mut test, &args.target)?;
     }
@@ -222,28 +226,20 @@ fn knn(args: &KnnArgs) -> Result<()> {
             .metric(metric)
             .algorithm(algorithm)
             .fit_frame(&train, &args.target)?;
-        eprintln!(
-            "fitted {model:?} in {:.2} s",
-            fit_started.elapsed().as_secs_f64()
-        );
-        let b = sc.broadcast(model);
-        parts
-            .map_partitions(|part| b.value()?.predict_frame(&part))?
-            .collect()?
+        predict_all(
+            &sc,
+            &parts,
+            model,
+            fit_started,
+            KnnClassifier::predict_frame,
+        )?
     } else {
         let model = KnnRegressor::params(args.k)
             .weights(weights)
             .metric(metric)
             .algorithm(algorithm)
             .fit_frame(&train, &args.target)?;
-        eprintln!(
-            "fitted {model:?} in {:.2} s",
-            fit_started.elapsed().as_secs_f64()
-        );
-        let b = sc.broadcast(model);
-        parts
-            .map_partitions(|part| b.value()?.predict_frame(&part))?
-            .collect()?
+        predict_all(&sc, &parts, model, fit_started, KnnRegressor::predict_frame)?
     };
     if let Some(job) = sc.last_job() {
         eprintln!(
@@ -272,6 +268,24 @@ fn knn(args: &KnnArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Broadcasts a fitted model and predicts every partition with it.
+fn predict_all<M: Send + Sync + std::fmt::Debug>(
+    sc: &Session,
+    parts: &PartitionedFrame,
+    model: M,
+    fit_started: Instant,
+    predict: impl Fn(&M, &DataFrame) -> Result<DataFrame> + Sync + Send,
+) -> Result<DataFrame> {
+    eprintln!(
+        "fitted {model:?} in {:.2} s",
+        fit_started.elapsed().as_secs_f64()
+    );
+    let b = sc.broadcast(model);
+    parts
+        .map_partitions(|part| predict(b.value()?.as_ref(), &part))?
+        .collect()
 }
 
 /// Scales every numeric feature column of both frames by the training set's mean and

@@ -10,6 +10,7 @@ use std::fmt;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::knn::features::finite_values;
 
 /// Regression scores: sklearn's `r2_score`, root of `mean_squared_error`,
 /// `mean_absolute_error`.
@@ -129,26 +130,6 @@ fn pair(df: &DataFrame) -> Result<(&Column, &Column)> {
     Ok((t, p))
 }
 
-fn floats(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
-    let col = df.column(name)?;
-    if !col.dtype().is_primitive_numeric() {
-        return Err(Error::NotNumeric {
-            column: name.to_owned(),
-            dtype: col.dtype().to_string(),
-        });
-    }
-    let cast = col.cast(&DataType::Float64)?;
-    let ca = cast.f64()?;
-    if let Some(row) = ca.iter().position(|v| !v.is_some_and(f64::is_finite)) {
-        return Err(Error::InvalidValue {
-            column: name.to_owned(),
-            row: row as u64,
-            value: ca.get(row).map_or("null".to_owned(), |v| v.to_string()),
-        });
-    }
-    Ok(ca.into_no_null_iter().collect())
-}
-
 fn labels(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     let cast = df.column(name)?.cast(&DataType::String)?;
     let ca = cast.str()?;
@@ -166,7 +147,7 @@ impl TruePred for DataFrame {
     fn scores(&self) -> Result<Scores> {
         let (_, pred) = pair(self)?;
         if pred.dtype().is_float() {
-            let (t, p) = (floats(self, "true")?, floats(self, "pred")?);
+            let (t, p) = (finite_values(self, "true")?, finite_values(self, "pred")?);
             let n = t.len() as f64;
             let mean = t.iter().sum::<f64>() / n;
             let (mut sse, mut sae, mut sst) = (0.0, 0.0, 0.0);

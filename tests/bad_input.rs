@@ -435,6 +435,41 @@ fn cli_predicts_in_test_file_order_and_fails_cleanly() {
         ),
         (base(&dir.join("no/such/dir/out.csv")), "out.csv"),
     ];
+    // Bad CSV files, as training or as test data.
+    let bad_files: [(&str, &[u8], &str); 6] = [
+        ("header_only.csv", b"a,b,y\n", "set is empty"),
+        ("zero_bytes.csv", b"", "the file is empty (0 bytes)"),
+        (
+            "ragged_long.csv",
+            b"a,b,y\n1,0.5,10\n2,0.1,20,99\n3,0.2,30\n",
+            "cannot read as CSV",
+        ),
+        (
+            "ragged_short.csv",
+            b"a,b,y\n1,0.5,10\n2,0.1\n3,0.2,30\n",
+            "row 1: null",
+        ),
+        (
+            "not_utf8.csv",
+            b"a,b,y\n1,0.5,10\n2,\xff\xfe,20\n",
+            "not_utf8.csv",
+        ),
+        (
+            "nan.csv",
+            b"a,b,y\n1,0.5,10\n2,NaN,20\n3,0.2,30\n",
+            "column `b`, row 1: NaN",
+        ),
+    ];
+    let mut failures = failures;
+    for (i, (name, bytes, needle)) in bad_files.into_iter().enumerate() {
+        let bad = dir.join(name);
+        std::fs::write(&bad, bytes).unwrap();
+        for slot in [2, 4] {
+            let mut a = base(&dir.join(format!("csv{i}-{slot}.csv")));
+            a[slot] = s(&bad);
+            failures.push((a, needle));
+        }
+    }
     for (args, needle) in failures {
         let (ok, _, stderr) = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(!ok, "{args:?} should fail");

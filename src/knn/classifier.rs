@@ -35,19 +35,10 @@ pub trait FrameLabel: Label {
 }
 
 fn first_null(df: &DataFrame, name: &str, col: &Column) -> Result<()> {
-    if col.null_count() > 0 {
-        let at = (0..col.len())
-            .find(|&i| col.get(i).map(|v| v.is_null()).unwrap_or(true))
-            .unwrap_or(0);
-        let row = df
-            .column(ROW)
-            .ok()
-            .and_then(|c| c.cast(&DataType::UInt64).ok())
-            .and_then(|c| c.u64().ok().and_then(|ca| ca.get(at)))
-            .unwrap_or(at as u64);
+    if let Some(at) = (0..col.len()).find(|&i| col.get(i).map_or(true, |v| v.is_null())) {
         return Err(Error::InvalidValue {
             column: name.to_owned(),
-            row,
+            row: features::row_label(df, at),
             value: "null".to_owned(),
         });
     }
@@ -226,21 +217,22 @@ impl<L: Label> KnnClassifier<L> {
 
     fn proba_matrix(&self, queries: &Matrix) -> Result<Vec<f64>> {
         let k = self.core.params.k;
-        let nb = self.core.neighbors(queries, k)?;
         let c = self.classes.len();
-        let mut proba = vec![0.0; queries.rows * c];
+        let mut proba = Vec::with_capacity(queries.rows * c);
         let mut weights = Vec::with_capacity(k);
-        for q in 0..queries.rows {
-            let dist = &nb.distances[q * k..(q + 1) * k];
-            let idx = &nb.indices[q * k..(q + 1) * k];
-            neighbor_weights(self.core.params.weights, dist, &mut weights);
-            let row = &mut proba[q * c..(q + 1) * c];
-            for (&w, &i) in weights.iter().zip(idx) {
-                row[self.class_of[i as usize] as usize] += w;
+        self.core.for_each_block(queries, k, |nb| {
+            for (dist, idx) in nb.distances.chunks(k).zip(nb.indices.chunks(k)) {
+                neighbor_weights(self.core.params.weights, dist, &mut weights);
+                let start = proba.len();
+                proba.resize(start + c, 0.0);
+                let row = &mut proba[start..];
+                for (&w, &i) in weights.iter().zip(idx) {
+                    row[self.class_of[i as usize] as usize] += w;
+                }
+                let total: f64 = row.iter().sum();
+                row.iter_mut().for_each(|p| *p /= total);
             }
-            let total: f64 = row.iter().sum();
-            row.iter_mut().for_each(|p| *p /= total);
-        }
+        })?;
         Ok(proba)
     }
 
@@ -267,17 +259,11 @@ impl<L: FrameLabel> KnnClassifier<L> {
     pub fn predict_frame(&self, df: &DataFrame) -> Result<DataFrame> {
         let queries = self.core.frame_queries(df)?;
         let pred = self.predict_matrix(&queries)?;
-        let mut columns = Vec::with_capacity(3);
-        if let Ok(row) = df.column(ROW) {
-            columns.push(row.clone());
-        }
-        if let Some(target) = self.core.target.as_deref() {
-            if df.column(target).is_ok() {
-                columns.push(L::to_column("true", L::from_column(df, target)?));
-            }
-        }
-        columns.push(L::to_column("pred", pred));
-        Ok(DataFrame::new(df.height(), columns)?)
+        self.core.output_frame(
+            df,
+            |target| Ok(L::to_column("true", L::from_column(df, target)?)),
+            L::to_column("pred", pred),
+        )
     }
 
     /// Class probabilities for a frame's rows: one `proba_<class>` column per class

@@ -65,7 +65,7 @@ pub(crate) fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
 }
 
 /// The frame's row numbers for messages: its `row` column when present.
-fn row_label(df: &DataFrame, position: usize) -> u64 {
+pub(crate) fn row_label(df: &DataFrame, position: usize) -> u64 {
     df.column(ROW)
         .ok()
         .and_then(|c| c.cast(&DataType::UInt64).ok())
@@ -82,7 +82,8 @@ fn describe(value: Option<f64>) -> String {
     }
 }
 
-/// One numeric column as finite `f64`s.
+/// One numeric column as finite `f64`s; the first null, NaN or infinity is an
+/// error naming the column and row.
 pub(crate) fn finite_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let col = column(df, name)?;
     if !(col.dtype().is_primitive_numeric() || col.dtype().is_bool()) {

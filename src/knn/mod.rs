@@ -32,7 +32,7 @@
 //! ```
 
 mod classifier;
-mod features;
+pub(crate) mod features;
 mod index;
 mod kernel;
 mod model;

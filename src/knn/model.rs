@@ -4,7 +4,7 @@
 //! by width for arrays, so both models reject bad input the same way.
 
 use ndarray::{Array2, ArrayView2};
-use polars::prelude::DataFrame;
+use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
 use super::features::{self, Matrix};
@@ -12,6 +12,9 @@ use super::index::Index;
 use super::kernel::Neighbors;
 use super::params::{Algorithm, KnnValidParams};
 use crate::error::{Error, Result};
+
+/// Query rows searched at once by `predict`; bounds the neighbour lists' memory.
+const QUERY_BLOCK: usize = 8192;
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -67,6 +70,11 @@ impl<Task> Core<Task> {
         explicit: Option<&[&str]>,
     ) -> Result<(Vec<String>, bool)> {
         features::column(df, target)?;
+        if df.height() == 0 {
+            return Err(Error::EmptyData {
+                what: "training set",
+            });
+        }
         let (names, all_numeric) = match explicit {
             Some(list) => (
                 list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
@@ -108,6 +116,27 @@ impl<Task> Core<Task> {
         features::matrix(df, &self.features)
     }
 
+    /// The predict-time output: `row` when the frame carries one, `true` when it has
+    /// the target column (built by `truth` from the target's name), then `pred`.
+    pub(crate) fn output_frame(
+        &self,
+        df: &DataFrame,
+        truth: impl FnOnce(&str) -> Result<Column>,
+        pred: Column,
+    ) -> Result<DataFrame> {
+        let mut columns = Vec::with_capacity(3);
+        if let Ok(row) = df.column(features::ROW) {
+            columns.push(row.clone());
+        }
+        if let Some(target) = self.target.as_deref() {
+            if df.column(target).is_ok() {
+                columns.push(truth(target)?);
+            }
+        }
+        columns.push(pred);
+        Ok(DataFrame::new(df.height(), columns)?)
+    }
+
     pub(crate) fn array_queries(&self, x: ArrayView2<'_, f64>) -> Result<Matrix> {
         let (rows, dim) = x.dim();
         if rows == 0 {
@@ -142,6 +171,29 @@ impl<Task> Core<Task> {
             });
         }
         self.index.search(queries, k)
+    }
+
+    /// Searches `queries` a block of rows at a time and hands each block's neighbours
+    /// to `f`, in row order. Memory for neighbour lists stays at `QUERY_BLOCK x k`
+    /// whatever the partition size; results do not depend on the blocking because
+    /// every kernel answers each query independently.
+    pub(crate) fn for_each_block(
+        &self,
+        queries: &Matrix,
+        k: usize,
+        mut f: impl FnMut(&Neighbors),
+    ) -> Result<()> {
+        let dim = queries.dim;
+        for start in (0..queries.rows).step_by(QUERY_BLOCK) {
+            let end = (start + QUERY_BLOCK).min(queries.rows);
+            let block = Matrix {
+                data: queries.data[start * dim..end * dim].to_vec(),
+                rows: end - start,
+                dim,
+            };
+            f(&self.neighbors(&block, k)?);
+        }
+        Ok(())
     }
 
     /// sklearn's `kneighbors`: distances and training-row indices, row per query.

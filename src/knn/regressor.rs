@@ -8,8 +8,7 @@ use ndarray::{Array1, Array2, ArrayBase, Data, Ix2};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Matrix, ROW};
-use super::kernel::Neighbors;
+use super::features::{self, Matrix};
 use super::model::{Core, neighbor_weights};
 use super::params::{Algorithm, KnnParams, KnnValidParams, Regression};
 use super::persist;
@@ -159,37 +158,34 @@ impl KnnRegressor {
     pub fn predict_frame(&self, df: &DataFrame) -> Result<DataFrame> {
         let queries = self.core.frame_queries(df)?;
         let pred = self.predict_matrix(&queries)?;
-        let mut columns = Vec::with_capacity(3);
-        if let Ok(row) = df.column(ROW) {
-            columns.push(row.clone());
-        }
-        if let Some(target) = self.core.target.as_deref() {
-            if df.column(target).is_ok() {
-                let truth = features::finite_values(df, target)?;
-                columns.push(Column::new("true".into(), truth));
-            }
-        }
-        columns.push(Column::new("pred".into(), pred));
-        Ok(DataFrame::new(df.height(), columns)?)
+        self.core.output_frame(
+            df,
+            |target| {
+                Ok(Column::new(
+                    "true".into(),
+                    features::finite_values(df, target)?,
+                ))
+            },
+            Column::new("pred".into(), pred),
+        )
     }
 
     fn predict_matrix(&self, queries: &Matrix) -> Result<Vec<f64>> {
         let k = self.core.params.k;
-        let nb: Neighbors = self.core.neighbors(queries, k)?;
+        let mut pred = Vec::with_capacity(queries.rows);
         let mut weights = Vec::with_capacity(k);
-        Ok((0..queries.rows)
-            .map(|q| {
-                let dist = &nb.distances[q * k..(q + 1) * k];
-                let idx = &nb.indices[q * k..(q + 1) * k];
+        self.core.for_each_block(queries, k, |nb| {
+            for (dist, idx) in nb.distances.chunks(k).zip(nb.indices.chunks(k)) {
                 neighbor_weights(self.core.params.weights, dist, &mut weights);
                 let (mut num, mut den) = (0.0, 0.0);
                 for (&w, &i) in weights.iter().zip(idx) {
                     num += w * self.targets[i as usize];
                     den += w;
                 }
-                num / den
-            })
-            .collect())
+                pred.push(num / den);
+            }
+        })?;
+        Ok(pred)
     }
 }
 
