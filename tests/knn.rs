@@ -222,23 +222,29 @@ fn cancellation_prone_data_still_matches_the_oracle() {
 }
 
 #[test]
-fn higher_dimensions_use_brute_force_and_stay_exact() {
+fn auto_choice_at_higher_dimensions_stays_exact() {
     let (n, d) = (500, 24);
     let x = Array2::from_shape_fn((n, d), |(i, j)| ((i * 31 + j * 17) % 23) as f64 / 7.0);
     let q = Array2::from_shape_fn((30, d), |(i, j)| ((i * 11 + j * 5) % 19) as f64 / 6.0);
     let data = linfa::Dataset::new(x.clone(), Array1::from_iter((0..n).map(|i| i as f64)));
-    let model = KnnRegressor::params(25).fit(&data).unwrap();
-    assert_eq!(model.algorithm(), Algorithm::Brute);
-    let (dist, idx) = model.kneighbors(&q, 25).unwrap();
-    for (r, query) in q.rows().into_iter().enumerate() {
-        let want = oracle_neighbors(&x, query.as_slice().unwrap(), 25, Metric::Euclidean);
-        let got: Vec<(f64, usize)> = dist
-            .row(r)
-            .iter()
-            .copied()
-            .zip(idx.row(r).iter().copied())
-            .collect();
-        assert_eq!(got, want, "row {r}");
+    // Euclidean: the tree (which hands off to brute force by itself); others: brute force.
+    for (metric, chosen) in [
+        (Metric::Euclidean, Algorithm::KdTree),
+        (Metric::Manhattan, Algorithm::Brute),
+    ] {
+        let model = KnnRegressor::params(25).metric(metric).fit(&data).unwrap();
+        assert_eq!(model.algorithm(), chosen);
+        let (dist, idx) = model.kneighbors(&q, 25).unwrap();
+        for (r, query) in q.rows().into_iter().enumerate() {
+            let want = oracle_neighbors(&x, query.as_slice().unwrap(), 25, metric);
+            let got: Vec<(f64, usize)> = dist
+                .row(r)
+                .iter()
+                .copied()
+                .zip(idx.row(r).iter().copied())
+                .collect();
+            assert_eq!(got, want, "{metric:?} row {r}");
+        }
     }
 }
 

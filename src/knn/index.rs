@@ -17,7 +17,11 @@ use super::kernel::{self, KdTree, Metric, Neighbors, Points};
 use super::params::Algorithm;
 use crate::error::{Error, Result};
 
-/// Dimensions up to which `Auto` prefers the k-d tree over brute force.
+/// Dimensions up to which `Auto` uses the k-d tree for non-Euclidean metrics. For
+/// Euclidean the tree is used at any dimension: it samples a few queries per call and
+/// hands the call to GEMM brute force when they would scan over a tenth of the rows,
+/// so it never loses much, and real data (clustered, unevenly scaled) often keeps
+/// it far ahead: King County, d = 18, k = 100: 0.13 s vs 0.32 s for brute force.
 const TREE_MAX_DIM: usize = 16;
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +73,10 @@ impl Index {
             }
         }
         let algorithm = match algorithm {
-            Algorithm::Auto if metric != Metric::Cosine && train.dim <= TREE_MAX_DIM => {
+            Algorithm::Auto
+                if metric == Metric::Euclidean
+                    || (metric != Metric::Cosine && train.dim <= TREE_MAX_DIM) =>
+            {
                 Algorithm::KdTree
             }
             Algorithm::Auto => Algorithm::Brute,

@@ -22,8 +22,9 @@ pub enum Weights {
 /// same neighbours; they differ only in speed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Algorithm {
-    /// Picks by data shape: the k-d tree in low dimensions, brute force otherwise
-    /// and for the cosine metric.
+    /// The k-d tree for Euclidean distance (it falls back to brute force by itself
+    /// when sampled queries show the tree would not prune) and for other metrics up to
+    /// 16 dimensions; brute force otherwise and for cosine.
     #[default]
     Auto,
     /// Blocked brute force: every query against every training row.

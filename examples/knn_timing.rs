@@ -1,14 +1,17 @@
-//! Timing of the seed's k-NN job on diamonds, for comparison with sklearn.
+//! Timing of the seed's k-NN job on two real data sets, for comparison with sklearn.
 //!
-//! 53,940 diamonds, 9 features (the 6 numeric ones and cut, color, clarity as their
-//! ggplot2 level order), standardised with the training rows' mean and deviation,
-//! split 80/20 (row i is a test row when i % 5 == 0), k = 100, uniform weights.
-//! Prints one line per method and writes the prepared data and predictions to
-//! `target/bench-data/` so `benches/sklearn_anchor.py` can run sklearn on exactly
-//! the same numbers and check that the predictions agree.
+//! - diamonds: 53,940 rows, 9 features (the 6 numeric ones and cut, color, clarity as
+//!   their ggplot2 level order), standardised with the training rows' mean and
+//!   deviation;
+//! - King County house sales: 21,613 rows, the seed workflow's 18 raw numeric features.
+//!
+//! Both split 80/20 (row i is a test row when i % 5 == 0), k = 100, uniform weights.
+//! Prints one line per method and writes the data and predictions to
+//! `target/bench-data/` so `benches/sklearn_anchor.py` can run sklearn on exactly the
+//! same numbers and check that the predictions agree.
 //!
 //! Run with `bash benches/first_timing.sh` (both systems), or alone with
-//! `cargo run --example diamonds_knn`.
+//! `cargo run --example knn_timing`.
 
 use std::time::Instant;
 
@@ -28,7 +31,27 @@ const FEATURES: [&str; 9] = [
     "carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z",
 ];
 
-fn prepare() -> sparkbook::Result<(DataFrame, DataFrame)> {
+/// Rows with i % 5 == 0 are the test set.
+fn split_every_fifth(df: &DataFrame) -> sparkbook::Result<(DataFrame, DataFrame)> {
+    let n = df.height() as IdxSize;
+    let pick = |test: bool| {
+        let rows: Vec<IdxSize> = (0..n).filter(|i| (i % 5 == 0) == test).collect();
+        df.take(&IdxCa::from_vec("i".into(), rows))
+    };
+    Ok((pick(false)?, pick(true)?))
+}
+
+fn king_county() -> sparkbook::Result<(DataFrame, DataFrame)> {
+    let houses = sparkbook::datasets::house_prices()?.drop_many(["id", "date"]);
+    let columns: Vec<Column> = houses
+        .columns()
+        .iter()
+        .map(|c| c.cast(&DataType::Float64))
+        .collect::<PolarsResult<_>>()?;
+    split_every_fifth(&DataFrame::new(houses.height(), columns)?)
+}
+
+fn diamonds() -> sparkbook::Result<(DataFrame, DataFrame)> {
     let raw = sparkbook::datasets::diamonds()?;
     let mut columns = Vec::new();
     for name in FEATURES {
@@ -116,18 +139,28 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() -> sparkbook::Result<()> {
-    let (mut train, mut test) = prepare()?;
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     std::fs::create_dir_all(&out).map_err(|e| Error::Message(e.to_string()))?;
-    write_csv(&mut train, &out.join("diamonds_train.csv"))?;
-    write_csv(&mut test, &out.join("diamonds_test.csv"))?;
-
     let sc = Session::builder().progress(false).build()?;
+    for (case, data) in [("diamonds", diamonds()?), ("king_county", king_county()?)] {
+        run_case(&sc, case, data, &out)?;
+    }
+    Ok(())
+}
+
+fn run_case(
+    sc: &Session,
+    case: &str,
+    (mut train, mut test): (DataFrame, DataFrame),
+    out: &std::path::Path,
+) -> sparkbook::Result<()> {
+    write_csv(&mut train, &out.join(format!("{case}_train.csv")))?;
+    write_csv(&mut test, &out.join(format!("{case}_test.csv")))?;
     println!(
-        "diamonds: {} train x {} test x {} features, k = 100, {} threads",
+        "\n{case}: {} train x {} test x {} features, k = 100, {} threads",
         train.height(),
         test.height(),
-        FEATURES.len(),
+        train.width() - 1,
         sc.threads()
     );
     println!("{:<28} {:>9} {:>11}", "system", "fit (s)", "predict (s)");
@@ -163,7 +196,7 @@ fn main() -> sparkbook::Result<()> {
     }
     if let Some(mut preds) = kept {
         println!("{}", preds.scores()?);
-        write_csv(&mut preds, &out.join("diamonds_sparkbook_pred.csv"))?;
+        write_csv(&mut preds, &out.join(format!("{case}_sparkbook_pred.csv")))?;
     }
     Ok(())
 }
