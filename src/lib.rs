@@ -42,6 +42,8 @@
 //!   `take`, `first`, `reduce`, `fold`, `aggregate`, `foreach`, `repartition`, `union`.
 //! - [`Broadcast<T>`]: a value shared by reference; [`ByteSize`] reports its memory.
 //! - [`Accumulator<T>`]: a counter partitions add to; totals are deterministic.
+//! - [`NotebookDisplay`]: HTML tables for frames, scores, job reports and broadcasts in
+//!   evcxr notebooks (`df` as a cell's last line renders as a table).
 //! - [`Error`]: one error type. A panic in your closure becomes
 //!   [`Error::Partition`] naming the partition; the session stays usable.
 //!
@@ -70,6 +72,7 @@
 mod accumulator;
 mod broadcast;
 pub mod datasets;
+mod display;
 mod error;
 pub mod knn;
 pub mod metrics;
@@ -80,6 +83,7 @@ mod task;
 
 pub use accumulator::Accumulator;
 pub use broadcast::{Broadcast, ByteSize};
+pub use display::{NotebookDisplay, MAX_ROWS};
 pub use error::{Error, Result};
 pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame};
 pub use session::{JobReport, PartitionTiming, Session, SessionBuilder};
@@ -97,7 +101,7 @@ pub mod prelude {
     pub use crate::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
     pub use crate::metrics::TruePred;
     pub use crate::{
-        Accumulator, Broadcast, ByteSize, Error, Parallelize, Partitioned, PartitionedFrame,
-        Session, TaskContext,
+        Accumulator, Broadcast, ByteSize, Error, NotebookDisplay, Parallelize, Partitioned,
+        PartitionedFrame, Session, TaskContext,
     };
 }
