@@ -46,6 +46,17 @@ impl<T: AddAssign + Clone + Default> Accumulator<T> {
     }
 
     /// Adds `term`; callable from inside partitions or from the driver.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let acc = sc.accumulator(10);
+    /// acc.add(5); // from the driver
+    /// sc.parallelize(vec![1, 2, 3], 2)?.foreach(|&x| acc.add(x))?; // from partitions
+    /// assert_eq!(acc.value(), 21);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn add(&self, term: T) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match TaskContext::get() {
@@ -61,6 +72,17 @@ impl<T: AddAssign + Clone + Default> Accumulator<T> {
 
     /// The total: the initial value, the driver's adds, then each partition's sum in
     /// (job, partition) order.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let acc = sc.accumulator(0.5_f64);
+    /// assert_eq!(acc.value(), 0.5);
+    /// acc.clone().add(0.25); // clones share one total
+    /// assert_eq!(acc.value(), 0.75);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn value(&self) -> T {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = state.driver.clone();

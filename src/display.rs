@@ -37,7 +37,7 @@ pub const MAX_ROWS: usize = 20;
 ///
 /// let df = df!("x" => [1, 2], "name" => ["<a>", "b"])?;
 /// let html = df.to_html();
-/// assert!(html.contains("<th>x</th>") && html.contains("&lt;a&gt;"));
+/// assert!(html.contains("<th>x<br>") && html.contains("&lt;a&gt;"));
 /// assert!(df.evcxr_content().starts_with("EVCXR_BEGIN_CONTENT text/html\n"));
 /// # Ok::<(), sparkbook::Error>(())
 /// ```

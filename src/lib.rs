@@ -83,7 +83,7 @@ mod task;
 
 pub use accumulator::Accumulator;
 pub use broadcast::{Broadcast, ByteSize};
-pub use display::{NotebookDisplay, MAX_ROWS};
+pub use display::{MAX_ROWS, NotebookDisplay};
 pub use error::{Error, Result};
 pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame};
 pub use session::{JobReport, PartitionTiming, Session, SessionBuilder};

@@ -14,6 +14,17 @@ use crate::knn::features::finite_values;
 
 /// Regression scores: sklearn's `r2_score`, root of `mean_squared_error`,
 /// `mean_absolute_error`.
+///
+/// ```
+/// use sparkbook::metrics::TruePred;
+/// use sparkbook::polars::prelude::*;
+///
+/// let s = df!("true" => [0.0, 2.0], "pred" => [1.0, 1.0])?.scores()?;
+/// let r = s.regression().unwrap();
+/// assert_eq!((r.rmse, r.mae, r.n), (1.0, 1.0, 2));
+/// assert_eq!(r.r2, 0.0); // no better than predicting the mean
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RegressionScores {
     /// Coefficient of determination (1 is perfect; can be negative).
@@ -27,6 +38,18 @@ pub struct RegressionScores {
 }
 
 /// Classification scores: accuracy and the confusion table.
+///
+/// ```
+/// use sparkbook::metrics::TruePred;
+/// use sparkbook::polars::prelude::*;
+///
+/// let s = df!("true" => [1i64, 2, 2, 3], "pred" => [1i64, 2, 3, 3])?.scores()?;
+/// let c = s.classification().unwrap();
+/// assert_eq!(c.labels, ["1", "2", "3"]);
+/// assert_eq!(c.accuracy, 0.75);
+/// assert_eq!(c.confusion[1], vec![0, 1, 1]); // one true "2" predicted as "3"
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassificationScores {
     /// Share of rows whose prediction equals the truth.
@@ -41,6 +64,18 @@ pub struct ClassificationScores {
 
 /// Scores of a true/pred frame: regression or classification, by the `pred` column's
 /// type.
+///
+/// ```
+/// use sparkbook::metrics::{Scores, TruePred};
+/// use sparkbook::polars::prelude::*;
+///
+/// let s = df!("true" => ["a", "b"], "pred" => ["a", "a"])?.scores()?;
+/// assert!(matches!(s, Scores::Classification(_)));
+/// assert!(s.to_string().starts_with("accuracy 0.5000  (2 rows)"));
+/// let r = df!("true" => [1.0], "pred" => [1.0])?.scores()?;
+/// assert!(matches!(r, Scores::Regression(_)));
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scores {
     /// `pred` is a float column.
@@ -51,6 +86,16 @@ pub enum Scores {
 
 impl Scores {
     /// The regression scores, if these are regression scores.
+    ///
+    /// ```
+    /// use sparkbook::metrics::TruePred;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let s = df!("true" => [1.0, 2.0], "pred" => [1.0, 2.0])?.scores()?;
+    /// assert_eq!(s.regression().unwrap().r2, 1.0);
+    /// assert!(s.classification().is_none());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn regression(&self) -> Option<&RegressionScores> {
         match self {
             Scores::Regression(s) => Some(s),
@@ -59,6 +104,16 @@ impl Scores {
     }
 
     /// The classification scores, if these are classification scores.
+    ///
+    /// ```
+    /// use sparkbook::metrics::TruePred;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let s = df!("true" => ["x", "y"], "pred" => ["x", "y"])?.scores()?;
+    /// assert_eq!(s.classification().unwrap().accuracy, 1.0);
+    /// assert!(s.regression().is_none());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn classification(&self) -> Option<&ClassificationScores> {
         match self {
             Scores::Classification(s) => Some(s),

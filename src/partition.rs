@@ -126,6 +126,15 @@ parallelize_ranges!(i32, i64, u32, u64, usize);
 ///
 /// This is what lets `map_partitions(|part| model.predict_frame(&part))` and
 /// `map_partitions(|part| part.head(Some(1)))` both compile.
+///
+/// ```
+/// use sparkbook::{Error, PartitionResult};
+///
+/// assert_eq!(vec![1, 2].into_result()?, vec![1, 2]);
+/// let failed: Result<Vec<i32>, &str> = Err("bad row");
+/// assert!(matches!(failed.into_result(), Err(Error::Message(m)) if m == "bad row"));
+/// # Ok::<(), Error>(())
+/// ```
 pub trait PartitionResult {
     /// The partition's data when the closure succeeded.
     type Output;
@@ -191,16 +200,47 @@ impl PartitionedFrame {
     }
 
     /// Number of partitions (Spark's `getNumPartitions`).
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    /// use polars::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let df = df!("x" => [1, 2, 3])?;
+    /// assert_eq!(sc.parallelize(&df, 2)?.num_partitions(), 2);
+    /// assert_eq!(sc.parallelize(&df, 5)?.num_partitions(), 5); // some empty
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn num_partitions(&self) -> usize {
         self.parts.len()
     }
 
     /// Rows in each partition.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    /// use polars::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let df = df!("x" => [1, 2, 3, 4, 5])?;
+    /// assert_eq!(sc.parallelize(&df, 3)?.partition_sizes(), vec![1, 2, 2]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn partition_sizes(&self) -> Vec<usize> {
         self.parts.iter().map(DataFrame::height).collect()
     }
 
     /// Global row index of each partition's first row.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    /// use polars::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let df = df!("x" => [1, 2, 3, 4, 5])?;
+    /// assert_eq!(sc.parallelize(&df, 3)?.offsets(), vec![0, 1, 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn offsets(&self) -> Vec<usize> {
         self.parts
             .iter()
@@ -511,11 +551,27 @@ impl<T> Partitioned<T> {
     }
 
     /// Number of partitions (Spark's `getNumPartitions`).
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// assert_eq!(sc.parallelize(vec!['a', 'b', 'c'], 2)?.num_partitions(), 2);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn num_partitions(&self) -> usize {
         self.parts.len()
     }
 
     /// Elements in each partition.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// assert_eq!(sc.parallelize(0..5_u32, 2)?.partition_sizes(), vec![2, 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn partition_sizes(&self) -> Vec<usize> {
         self.parts.iter().map(Vec::len).collect()
     }

@@ -92,6 +92,15 @@ impl Default for SessionBuilder {
 
 impl SessionBuilder {
     /// Worker threads in the session's pool (Spark's `local[n]`). Default: all cores.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(3).progress(false).build()?;
+    /// assert_eq!(sc.threads(), 3);
+    /// assert!(Session::builder().threads(0).build().is_err());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
         self
@@ -99,6 +108,15 @@ impl SessionBuilder {
 
     /// What [`Session::default_parallelism`] returns. Default: the thread count,
     /// as Spark's `local[n]`.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).default_partitions(8).build()?;
+    /// assert_eq!(sc.default_parallelism(), 8);
+    /// assert!(Session::builder().default_partitions(0).build().is_err());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn default_partitions(mut self, partitions: usize) -> Self {
         self.default_partitions = Some(partitions);
         self
@@ -106,18 +124,46 @@ impl SessionBuilder {
 
     /// Show progress for running jobs (default: on). Jobs shorter than a second
     /// print nothing either way.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let builder = Session::builder().progress(false);
+    /// assert!(format!("{builder:?}").contains("progress: false"));
+    /// let sc = builder.threads(1).build()?;
+    /// assert_eq!(sc.parallelize(vec![1, 2], 2)?.map(|x| x + 1)?.collect(), vec![2, 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn progress(mut self, on: bool) -> Self {
         self.progress = on;
         self
     }
 
     /// A name shown in progress lines and job reports.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().app_name("etl").threads(1).build()?;
+    /// assert_eq!(sc.app_name(), "etl");
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn app_name(mut self, name: impl Into<String>) -> Self {
         self.app_name = name.into();
         self
     }
 
     /// Creates the session and its thread pool.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// assert_eq!((sc.threads(), sc.default_parallelism()), (2, 2));
+    /// let err = Session::builder().threads(0).build().unwrap_err();
+    /// assert!(matches!(err, Error::InvalidParameter { name: "threads", .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn build(self) -> Result<Session> {
         let threads = match self.threads {
             Some(0) => return Err(Error::param("threads", "must be at least 1, got 0")),
@@ -154,6 +200,17 @@ impl SessionBuilder {
 
 impl Session {
     /// Starts configuring a session.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(1).progress(false).build()?;
+    /// assert_eq!(
+    ///     format!("{sc:?}"),
+    ///     r#"Session { app_name: "sparkbook", threads: 1, default_partitions: 1 }"#
+    /// );
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn builder() -> SessionBuilder {
         SessionBuilder::default()
     }
@@ -170,17 +227,45 @@ impl Session {
     }
 
     /// Threads in the session's pool.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(4).progress(false).build()?;
+    /// assert_eq!(sc.threads(), 4);
+    /// assert_eq!(sc.clone().threads(), 4); // clones share the pool
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn threads(&self) -> usize {
         self.inner.threads
     }
 
     /// The partition count to use when you have no better idea (Spark's
     /// `sc.defaultParallelism`).
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(3).progress(false).build()?;
+    /// assert_eq!(sc.default_parallelism(), 3); // the thread count by default
+    /// let parts = sc.parallelize(0..9_u32, sc.default_parallelism())?;
+    /// assert_eq!(parts.partition_sizes(), vec![3, 3, 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn default_parallelism(&self) -> usize {
         self.inner.default_partitions
     }
 
     /// The name given with [`SessionBuilder::app_name`].
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// assert_eq!(Session::builder().threads(1).build()?.app_name(), "sparkbook");
+    /// let sc = Session::builder().threads(1).app_name("houses").build()?;
+    /// assert_eq!(sc.app_name(), "houses");
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn app_name(&self) -> &str {
         &self.inner.app_name
     }
@@ -397,6 +482,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// What one job did, per partition: Spark UI's stage view in a struct.
+///
+/// ```
+/// use sparkbook::prelude::*;
+/// use sparkbook::JobReport;
+///
+/// let sc = Session::builder().threads(2).progress(false).build()?;
+/// sc.parallelize(vec![1, 2, 3], 3)?.map(|x| x * 10)?;
+/// let report: JobReport = sc.last_job().unwrap();
+/// assert_eq!((report.verb, report.threads, report.failed), ("map", 2, false));
+/// assert_eq!(report.partitions.len(), 3);
+/// assert!(report.seconds >= 0.0);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct JobReport {
     /// The job's id within its session.
@@ -414,6 +512,18 @@ pub struct JobReport {
 }
 
 /// Time spent on one partition.
+///
+/// ```
+/// use sparkbook::prelude::*;
+/// use sparkbook::PartitionTiming;
+///
+/// let sc = Session::builder().threads(2).progress(false).build()?;
+/// sc.parallelize(vec![1, 2, 3, 4, 5], 2)?.map(|x| x + 1)?;
+/// let timings: Vec<PartitionTiming> = sc.last_job().unwrap().partitions;
+/// let rows: Vec<_> = timings.iter().map(|t| (t.index, t.rows)).collect();
+/// assert_eq!(rows, vec![(0, 2), (1, 3)]);
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct PartitionTiming {
     /// Partition index.

@@ -32,16 +32,47 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// The context of the calling thread, `None` outside a partition.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// assert_eq!(TaskContext::get(), None); // the driver is not a partition
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let inside = sc.parallelize(vec![1, 2, 3], 3)?.map(|_| TaskContext::get().is_some())?;
+    /// assert_eq!(inside.collect(), vec![true; 3]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn get() -> Option<TaskContext> {
         CURRENT.with(Cell::get)
     }
 
     /// The job's id, increasing in submission order within a session.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let job = || sc.parallelize(vec![0], 1)?.map(|_| TaskContext::get().unwrap().job_id());
+    /// let (first, second) = (job()?.collect()[0], job()?.collect()[0]);
+    /// assert!(second > first);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn job_id(&self) -> u64 {
         self.job
     }
 
     /// Index of the partition being processed, from 0.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let ids = sc
+    ///     .parallelize(vec![10, 20, 30], 3)?
+    ///     .map(|_| TaskContext::get().unwrap().partition_id())?;
+    /// assert_eq!(ids.collect(), vec![0, 1, 2]);
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn partition_id(&self) -> usize {
         self.partition
     }

@@ -22,11 +22,35 @@ use crate::error::{Error, Result};
 ///
 /// Classes are kept sorted, as sklearn's `classes_`; probability columns follow that
 /// order and vote ties go to the first class in it.
+///
+/// ```
+/// use sparkbook::knn::KnnClassifier;
+/// use ndarray::array;
+/// use linfa::traits::Fit;
+///
+/// let data = linfa::Dataset::new(array![[0.0], [1.0], [5.0]], array!['y', 'y', 'n']);
+/// let model = KnnClassifier::params(1).fit(&data)?; // char labels
+/// assert_eq!(model.classes(), ['n', 'y']);
+/// assert_eq!(model.try_predict(&array![[4.0]])?.to_vec(), vec!['n']);
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 pub trait Label: Clone + Ord + Hash + Send + Sync + Serialize + DeserializeOwned + 'static {}
 
 impl<L: Clone + Ord + Hash + Send + Sync + Serialize + DeserializeOwned + 'static> Label for L {}
 
 /// Labels that can be read from and written to a polars column.
+///
+/// ```
+/// use sparkbook::knn::{FrameLabel, KnnClassifier};
+/// use sparkbook::polars::prelude::*;
+///
+/// let df = df!("x" => [0.0, 1.0, 9.0], "class" => [2i64, 2, 7])?;
+/// assert_eq!(i64::from_column(&df, "class")?, vec![2, 2, 7]);
+/// let model: KnnClassifier<i64> = KnnClassifier::params(1).fit_frame(&df, "class")?;
+/// let pred = model.predict_frame(&df!("x" => [8.0])?)?;
+/// assert_eq!(pred.column("pred")?.i64()?.get(0), Some(7));
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 pub trait FrameLabel: Label {
     /// Reads a label column, rejecting nulls.
     fn from_column(df: &DataFrame, name: &str) -> Result<Vec<Self>>;
@@ -112,6 +136,17 @@ impl KnnClassifier<String> {
     /// Defined on `KnnClassifier<String>` only so that `KnnClassifier::params(k)`
     /// needs no type annotation (as `HashMap::new`); the label type of the fitted
     /// model comes from the data passed to `fit` or `fit_frame`.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnClassifier, Weights};
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0, 2.0], "c" => ["a", "b", "b"])?;
+    /// let params = KnnClassifier::params(3).weights(Weights::Distance);
+    /// let model: KnnClassifier<String> = params.fit_frame(&df, "c")?;
+    /// assert_eq!(model.params_used().k(), 3);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn params(k: usize) -> KnnParams<Classification> {
         KnnParams::new(k)
     }
@@ -131,36 +166,118 @@ impl<L: Label> KnnClassifier<L> {
     }
 
     /// The classes, sorted (sklearn's `classes_`).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0, 2.0], "c" => ["z", "a", "z"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame(&df, "c")?;
+    /// assert_eq!(model.classes(), ["a", "z"]);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn classes(&self) -> &[L] {
         &self.classes
     }
 
     /// Feature names, in the order the model reads them.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("b" => [0.0, 1.0], "a" => [1.0, 0.0], "c" => ["x", "y"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame(&df, "c")?;
+    /// assert_eq!(model.features(), ["b", "a"]);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn features(&self) -> &[String] {
         &self.core.features
     }
 
     /// The parameters the model was fitted with.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnClassifier, Metric};
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0]], array![0, 1]);
+    /// let model = KnnClassifier::params(1).metric(Metric::Manhattan).fit(&data)?;
+    /// assert_eq!(model.params_used().metric(), Metric::Manhattan);
+    /// assert_eq!(model.params_used().leaf_size(), 30);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn params_used(&self) -> &KnnValidParams<Classification> {
         &self.core.params
     }
 
     /// The search method in use (`Auto` resolved).
+    ///
+    /// ```
+    /// use sparkbook::knn::{Algorithm, KnnClassifier};
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0], [2.0]], array![0, 0, 1]);
+    /// let brute = KnnClassifier::params(1).algorithm(Algorithm::Brute).fit(&data)?;
+    /// assert_eq!(brute.algorithm(), Algorithm::Brute);
+    /// assert_ne!(KnnClassifier::params(1).fit(&data)?.algorithm(), Algorithm::Auto);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn algorithm(&self) -> Algorithm {
         self.core.algorithm()
     }
 
     /// Training rows.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0], [2.0]], array![0, 0, 1]);
+    /// assert_eq!(KnnClassifier::params(1).fit(&data)?.n_train(), 3);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn n_train(&self) -> usize {
         self.class_of.len()
     }
 
     /// Saves the model as versioned JSON, atomically.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0, 5.0], "c" => ["a", "a", "b"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame(&df, "c")?;
+    /// let path = std::env::temp_dir().join(format!("sparkbook-doc-{}-clf-save.json", std::process::id()));
+    /// model.save(&path)?;
+    /// assert!(std::fs::read_to_string(&path).unwrap().contains("classifier"));
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         persist::save(path.as_ref(), "classifier", self)
     }
 
     /// Loads a model saved with [`save`](Self::save).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0, 5.0], "c" => ["a", "a", "b"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame(&df, "c")?;
+    /// let path = std::env::temp_dir().join(format!("sparkbook-doc-{}-clf-load.json", std::process::id()));
+    /// model.save(&path)?;
+    /// let back: KnnClassifier<String> = KnnClassifier::load(&path)?;
+    /// assert_eq!(back.predict_frame(&df)?, model.predict_frame(&df)?);
+    /// std::fs::remove_file(&path).unwrap();
+    /// assert!(KnnClassifier::<String>::load(&path).is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn load(path: impl AsRef<Path>) -> Result<KnnClassifier<L>> {
         let model: KnnClassifier<L> = persist::load(path.as_ref(), "classifier")?;
         let n_classes = model.classes.len() as u32;
@@ -179,6 +296,19 @@ impl<L: Label> KnnClassifier<L> {
     }
 
     /// sklearn's `kneighbors(X, k)`: distances and training-row indices.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [4.0], [1.0]], array![0, 1, 0]);
+    /// let model = KnnClassifier::params(1).fit(&data)?;
+    /// let (dist, idx) = model.kneighbors(&array![[3.0]], 2)?;
+    /// assert_eq!(idx.row(0).to_vec(), vec![1, 2]);
+    /// assert!((dist[[0, 0]] - 1.0).abs() < 1e-12 && (dist[[0, 1]] - 2.0).abs() < 1e-12);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn kneighbors<D: Data<Elem = f64>>(
         &self,
         x: &ArrayBase<D, Ix2>,
@@ -210,6 +340,18 @@ impl<L: Label> KnnClassifier<L> {
     }
 
     /// Predicts every row of `x`, checking it first.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0], [9.0]], array![1, 1, 2]);
+    /// let model = KnnClassifier::params(1).fit(&data)?;
+    /// assert_eq!(model.try_predict(&array![[8.0], [0.2]])?.to_vec(), vec![2, 1]);
+    /// assert!(model.try_predict(&array![[1.0, 2.0]]).is_err()); // wrong width
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn try_predict<D: Data<Elem = f64>>(&self, x: &ArrayBase<D, Ix2>) -> Result<Array1<L>> {
         let queries = self.core.array_queries(x.view())?;
         Ok(Array1::from(self.predict_matrix(&queries)?))
@@ -256,6 +398,18 @@ impl<L: Label> KnnClassifier<L> {
 impl<L: FrameLabel> KnnClassifier<L> {
     /// Predicts a frame's rows: `pred`, preceded by `true` when the frame has the
     /// label column and by `row` when it carries one.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let train = df!("x" => [0.0, 1.0, 9.0], "c" => ["lo", "lo", "hi"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame(&train, "c")?;
+    /// let pred = model.predict_frame(&df!("x" => [8.0, 0.5], "c" => ["hi", "hi"])?)?;
+    /// assert_eq!(pred.get_column_names(), ["true", "pred"]);
+    /// assert_eq!(pred.column("pred")?.str()?.get(1), Some("lo"));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn predict_frame(&self, df: &DataFrame) -> Result<DataFrame> {
         let queries = self.core.frame_queries(df)?;
         let pred = self.predict_matrix(&queries)?;
@@ -268,6 +422,18 @@ impl<L: FrameLabel> KnnClassifier<L> {
 
     /// Class probabilities for a frame's rows: one `proba_<class>` column per class
     /// (plus `row` when the frame carries one).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let train = df!("x" => [0.0, 1.0, 9.0], "c" => ["lo", "lo", "hi"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(3).fit_frame(&train, "c")?;
+    /// let proba = model.predict_proba_frame(&df!("x" => [0.5])?)?;
+    /// assert_eq!(proba.get_column_names(), ["proba_hi", "proba_lo"]);
+    /// assert_eq!(proba.column("proba_hi")?.f64()?.get(0), Some(1.0 / 3.0));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn predict_proba_frame(&self, df: &DataFrame) -> Result<DataFrame>
     where
         L: std::fmt::Display,
@@ -290,6 +456,17 @@ impl<L: FrameLabel> KnnClassifier<L> {
 impl KnnParams<Classification> {
     /// Fits on a frame: features are all numeric columns except the label column
     /// `target` (and `row`); labels are read as `L` (`String` or `i64`).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0], "id" => [10i64, 20], "c" => [1i64, 2])?;
+    /// let model: KnnClassifier<i64> = KnnClassifier::params(1).fit_frame(&df, "c")?;
+    /// assert_eq!(model.features(), ["x", "id"]); // every numeric column but the label
+    /// assert!(KnnClassifier::params(1).fit_frame::<String>(&df, "missing").is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn fit_frame<L: FrameLabel>(
         &self,
         df: &DataFrame,
@@ -299,6 +476,16 @@ impl KnnParams<Classification> {
     }
 
     /// Fits on a frame with an explicit feature list.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0], "id" => [10i64, 20], "c" => ["a", "b"])?;
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame_with(&df, "c", &["x"])?;
+    /// assert_eq!(model.features(), ["x"]);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn fit_frame_with<L: FrameLabel>(
         &self,
         df: &DataFrame,

@@ -8,6 +8,19 @@ use super::kernel::Metric;
 use crate::error::{Error, Result};
 
 /// How neighbours' targets are combined (sklearn's `weights`).
+///
+/// ```
+/// use sparkbook::knn::{KnnRegressor, Weights};
+/// use ndarray::array;
+/// use linfa::traits::Fit;
+///
+/// let data = linfa::Dataset::new(array![[0.0], [3.0]], array![0.0, 30.0]);
+/// let uniform = KnnRegressor::params(2).fit(&data)?;
+/// let distance = KnnRegressor::params(2).weights(Weights::Distance).fit(&data)?;
+/// assert_eq!(uniform.try_predict(&array![[1.0]])?[0], 15.0);
+/// assert!((distance.try_predict(&array![[1.0]])?[0] - 10.0).abs() < 1e-12); // 1 : 1/2
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Weights {
     /// Every neighbour counts the same.
@@ -20,6 +33,20 @@ pub enum Weights {
 
 /// The neighbour search method (sklearn's `algorithm`). All are exact and return the
 /// same neighbours; they differ only in speed.
+///
+/// ```
+/// use sparkbook::knn::{Algorithm, KnnRegressor};
+/// use ndarray::array;
+/// use linfa::traits::Fit;
+///
+/// let data = linfa::Dataset::new(array![[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]], array![0.0, 1.0, 5.0]);
+/// let q = array![[0.9, 1.2], [4.0, 4.5]];
+/// let brute = KnnRegressor::params(2).algorithm(Algorithm::Brute).fit(&data)?.try_predict(&q)?;
+/// for a in [Algorithm::Auto, Algorithm::KdTree, Algorithm::BallTree] {
+///     assert_eq!(KnnRegressor::params(2).algorithm(a).fit(&data)?.try_predict(&q)?, brute);
+/// }
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Algorithm {
     /// The k-d tree for Euclidean distance (it falls back to brute force by itself
@@ -37,14 +64,42 @@ pub enum Algorithm {
 }
 
 /// Marks parameters for [`KnnRegressor`](crate::knn::KnnRegressor).
+///
+/// ```
+/// use sparkbook::knn::{KnnRegressor, KnnValidParams, Regression};
+/// use linfa::ParamGuard;
+///
+/// let checked: KnnValidParams<Regression> = KnnRegressor::params(3).check()?;
+/// assert_eq!(checked.k(), 3);
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Regression;
 
 /// Marks parameters for [`KnnClassifier`](crate::knn::KnnClassifier).
+///
+/// ```
+/// use sparkbook::knn::{Classification, KnnClassifier, KnnValidParams};
+/// use linfa::ParamGuard;
+///
+/// let checked: KnnValidParams<Classification> = KnnClassifier::params(5).check()?;
+/// assert_eq!(checked.k(), 5);
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Classification;
 
 /// Checked hyperparameters: what `fit` runs with.
+///
+/// ```
+/// use sparkbook::knn::KnnRegressor;
+/// use linfa::ParamGuard;
+///
+/// let checked = KnnRegressor::params(4).leaf_size(10).check()?;
+/// assert_eq!((checked.k(), checked.leaf_size()), (4, 10));
+/// assert!(KnnRegressor::params(4).leaf_size(0).check().is_err());
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct KnnValidParams<Task> {
@@ -68,26 +123,66 @@ impl<Task> Clone for KnnValidParams<Task> {
 
 impl<Task> KnnValidParams<Task> {
     /// Neighbours per prediction.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(7).check()?.k(), 7);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn k(&self) -> usize {
         self.k
     }
 
     /// How neighbours are weighted.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnRegressor, Weights};
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(1).check()?.weights(), Weights::Uniform);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn weights(&self) -> Weights {
         self.weights
     }
 
     /// The distance.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnRegressor, Metric};
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(1).check()?.metric(), Metric::Euclidean);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn metric(&self) -> Metric {
         self.metric
     }
 
     /// The search method requested.
+    ///
+    /// ```
+    /// use sparkbook::knn::{Algorithm, KnnRegressor};
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(1).check()?.algorithm(), Algorithm::Auto);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// Points per tree leaf.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(1).check()?.leaf_size(), 30);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn leaf_size(&self) -> usize {
         self.leaf_size
     }
@@ -132,24 +227,62 @@ impl<Task> KnnParams<Task> {
     }
 
     /// sklearn's `weights`.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnClassifier, Weights};
+    /// use linfa::ParamGuard;
+    ///
+    /// let params = KnnClassifier::params(3).weights(Weights::Distance);
+    /// assert_eq!(params.check_ref()?.weights(), Weights::Distance);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn weights(mut self, weights: Weights) -> Self {
         self.0.weights = weights;
         self
     }
 
     /// sklearn's `metric` (with `p` inside `Minkowski`).
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnRegressor, Metric};
+    /// use linfa::ParamGuard;
+    ///
+    /// let params = KnnRegressor::params(3).metric(Metric::Minkowski(1.5));
+    /// assert_eq!(params.check_ref()?.metric(), Metric::Minkowski(1.5));
+    /// assert!(KnnRegressor::params(3).metric(Metric::Minkowski(0.5)).check().is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn metric(mut self, metric: Metric) -> Self {
         self.0.metric = metric;
         self
     }
 
     /// sklearn's `algorithm`.
+    ///
+    /// ```
+    /// use sparkbook::knn::{Algorithm, KnnRegressor, Metric};
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(3).algorithm(Algorithm::Brute).check()?.algorithm(), Algorithm::Brute);
+    /// // Trees cannot prune with cosine.
+    /// assert!(KnnRegressor::params(3).metric(Metric::Cosine).algorithm(Algorithm::KdTree).check().is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.0.algorithm = algorithm;
         self
     }
 
     /// sklearn's `leaf_size` (default 30).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use linfa::ParamGuard;
+    ///
+    /// assert_eq!(KnnRegressor::params(3).leaf_size(8).check()?.leaf_size(), 8);
+    /// assert!(KnnRegressor::params(3).leaf_size(0).check().is_err());
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn leaf_size(mut self, leaf_size: usize) -> Self {
         self.0.leaf_size = leaf_size;
         self

@@ -42,6 +42,17 @@ pub struct KnnRegressor {
 
 impl KnnRegressor {
     /// Starts the parameters with `k` neighbours (sklearn's `n_neighbors`).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let data = linfa::Dataset::new(array![[0.0], [1.0], [2.0]], array![0.0, 1.0, 2.0]);
+    /// let model = KnnRegressor::params(3).fit(&data)?;
+    /// assert_eq!(model.try_predict(&array![[0.0]])?[0], 1.0); // mean of all three
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn params(k: usize) -> KnnParams<Regression> {
         KnnParams::new(k)
     }
@@ -79,31 +90,94 @@ impl KnnRegressor {
 
     /// Saves the model as versioned JSON, atomically: the file is written beside the
     /// target and renamed into place, so a failure leaves no partial file.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let model = KnnRegressor::params(1).fit_frame(&df!("a" => [1.0], "y" => [2.0])?, "y")?;
+    /// let path = std::env::temp_dir().join(format!("sparkbook-doc-{}-reg-save.json", std::process::id()));
+    /// model.save(&path)?;
+    /// assert_eq!(KnnRegressor::load(&path)?.n_train(), 1);
+    /// std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         persist::save(path.as_ref(), "regressor", self)
     }
 
     /// Feature names, in the order the model reads them.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("b" => [0.0, 1.0], "a" => [1.0, 0.0], "y" => [3.0, 4.0])?;
+    /// assert_eq!(KnnRegressor::params(1).fit_frame(&df, "y")?.features(), ["b", "a"]);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn features(&self) -> &[String] {
         &self.core.features
     }
 
     /// The target column's name, when fitted from a frame.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    /// use ndarray::array;
+    /// use linfa::traits::Fit;
+    ///
+    /// let df = df!("x" => [0.0, 1.0], "price" => [3.0, 4.0])?;
+    /// assert_eq!(KnnRegressor::params(1).fit_frame(&df, "price")?.target(), Some("price"));
+    /// let data = linfa::Dataset::new(array![[0.0]], array![1.0]);
+    /// assert_eq!(KnnRegressor::params(1).fit(&data)?.target(), None);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn target(&self) -> Option<&str> {
         self.core.target.as_deref()
     }
 
     /// The parameters the model was fitted with.
+    ///
+    /// ```
+    /// use sparkbook::knn::{KnnRegressor, Weights};
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0], "y" => [3.0, 4.0])?;
+    /// let model = KnnRegressor::params(2).weights(Weights::Distance).fit_frame(&df, "y")?;
+    /// assert_eq!(model.params_used().weights(), Weights::Distance);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn params_used(&self) -> &KnnValidParams<Regression> {
         &self.core.params
     }
 
     /// The search method in use (`Auto` resolved).
+    ///
+    /// ```
+    /// use sparkbook::knn::{Algorithm, KnnRegressor};
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0], "y" => [3.0, 4.0])?;
+    /// let model = KnnRegressor::params(1).algorithm(Algorithm::KdTree).fit_frame(&df, "y")?;
+    /// assert_eq!(model.algorithm(), Algorithm::KdTree);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn algorithm(&self) -> Algorithm {
         self.core.algorithm()
     }
 
     /// Training rows.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("x" => [0.0, 1.0, 2.0], "y" => [3.0, 4.0, 5.0])?;
+    /// assert_eq!(KnnRegressor::params(1).fit_frame(&df, "y")?.n_train(), 3);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn n_train(&self) -> usize {
         self.targets.len()
     }
@@ -155,6 +229,17 @@ impl KnnRegressor {
     /// `row` when the frame carries one (from
     /// [`zip_with_index`](crate::PartitionedFrame::zip_with_index)). This is the
     /// function to `map_partitions` over.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let model = KnnRegressor::params(1).fit_frame(&df!("x" => [0.0, 10.0], "y" => [1.0, 2.0])?, "y")?;
+    /// let pred = model.predict_frame(&df!("row" => [7u64, 8], "x" => [9.0, 1.0])?)?;
+    /// assert_eq!(pred.get_column_names(), ["row", "pred"]); // no `y`, so no `true`
+    /// assert_eq!(pred.column("pred")?.f64()?.to_vec(), vec![Some(2.0), Some(1.0)]);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn predict_frame(&self, df: &DataFrame) -> Result<DataFrame> {
         let queries = self.core.frame_queries(df)?;
         let pred = self.predict_matrix(&queries)?;
@@ -208,6 +293,18 @@ impl KnnParams<Regression> {
 
     /// Fits on a frame with an explicit feature list; other columns are ignored, at
     /// fit and at predict time.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let df = df!("a" => [0.0, 1.0], "b" => [5.0, 0.0], "y" => [0.0, 1.0])?;
+    /// let model = KnnRegressor::params(1).fit_frame_with(&df, "y", &["a"])?;
+    /// assert_eq!(model.features(), ["a"]);
+    /// let pred = model.predict_frame(&df!("a" => [0.9])?)?; // `b` is not needed
+    /// assert_eq!(pred.column("pred")?.f64()?.get(0), Some(1.0));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
     pub fn fit_frame_with(
         &self,
         df: &DataFrame,
