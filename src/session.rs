@@ -1,9 +1,18 @@
-//! The `Session`: Spark's `SparkContext`, on a rayon pool it owns.
+//! The `Session`: Spark's `SparkContext`, on rayon pools of its own.
 //!
-//! The pool is private to the session instead of rayon's global pool because a
-//! notebook re-runs cells: `rayon::ThreadPoolBuilder::build_global` succeeds once per
-//! process and fails on every re-run (evcxr#411). A session built in a re-run cell
-//! simply makes a new pool and the old one ends when its last handle is dropped.
+//! Work never runs on rayon's global pool: a notebook re-runs cells, and
+//! `rayon::ThreadPoolBuilder::build_global` succeeds once per process and fails on
+//! every re-run (evcxr#411).
+//!
+//! Nor does a session keep one pool from cell to cell. evcxr compiles every cell into
+//! its own library, each with its own copy of rayon's thread-local "current worker";
+//! a pool built by an earlier cell's code cannot run a later cell's parallel
+//! iterator (rayon asserts `injected && !worker_thread.is_null()`). So each job builds
+//! a pool of the session's size, runs on it and drops it: the pool's code and the
+//! job's code then always come from the same cell. Starting the threads costs tens of
+//! microseconds per thread, against jobs of milliseconds or more. A job started from
+//! inside a partition runs its partitions in order on the calling thread, which keeps
+//! nested jobs from multiplying threads.
 //!
 //! # Polars' own pool
 //! Polars runs its parallel kernels on a separate global pool sized by
@@ -51,7 +60,6 @@ pub struct Session {
 }
 
 struct Inner {
-    pool: rayon::ThreadPool,
     threads: usize,
     default_partitions: usize,
     progress: bool,
@@ -180,13 +188,8 @@ impl SessionBuilder {
             Some(n) => n,
             None => threads,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("sparkbook-worker-{i}"))
-            .build()?;
         Ok(Session {
             inner: Arc::new(Inner {
-                pool,
                 threads,
                 default_partitions,
                 progress: self.progress,
@@ -359,7 +362,7 @@ impl Session {
             .clone()
     }
 
-    /// Runs `work(index, input)` for every partition on the session's pool.
+    /// Runs `work(index, input)` for every partition on a pool of the session's size.
     ///
     /// Results come back in partition order whatever order threads finish in. A panic
     /// is caught and becomes [`Error::Partition`]; an `Err` becomes
@@ -387,40 +390,43 @@ impl Session {
         );
         let first_failure = AtomicUsize::new(usize::MAX);
         let started = Instant::now();
-        let outcomes: Vec<Option<(Result<O>, Duration)>> = self.inner.pool.install(|| {
-            inputs
-                .into_par_iter()
-                .enumerate()
-                .map(|(index, input)| {
-                    if index > first_failure.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let rows = rows[index];
-                    let start = Instant::now();
-                    let caught = TaskContext::run(job, index, || {
-                        catch_unwind(AssertUnwindSafe(|| work(index, input)))
-                    });
-                    let outcome = match caught {
-                        Ok(Ok(out)) => Ok(out),
-                        Ok(Err(source)) => Err(Error::PartitionFailed {
-                            index,
-                            rows,
-                            source: Box::new(source),
-                        }),
-                        Err(payload) => Err(Error::Partition {
-                            index,
-                            rows,
-                            message: panic_message(payload.as_ref()),
-                        }),
-                    };
-                    if outcome.is_err() {
-                        first_failure.fetch_min(index, Ordering::Relaxed);
-                    }
-                    progress.tick();
-                    Some((outcome, start.elapsed()))
-                })
-                .collect()
-        });
+        let run_one = |(index, input): (usize, I)| {
+            if index > first_failure.load(Ordering::Relaxed) {
+                return None;
+            }
+            let rows = rows[index];
+            let start = Instant::now();
+            let caught = TaskContext::run(job, index, || {
+                catch_unwind(AssertUnwindSafe(|| work(index, input)))
+            });
+            let outcome = match caught {
+                Ok(Ok(out)) => Ok(out),
+                Ok(Err(source)) => Err(Error::PartitionFailed {
+                    index,
+                    rows,
+                    source: Box::new(source),
+                }),
+                Err(payload) => Err(Error::Partition {
+                    index,
+                    rows,
+                    message: panic_message(payload.as_ref()),
+                }),
+            };
+            if outcome.is_err() {
+                first_failure.fetch_min(index, Ordering::Relaxed);
+            }
+            progress.tick();
+            Some((outcome, start.elapsed()))
+        };
+        let outcomes: Vec<Option<(Result<O>, Duration)>> = if TaskContext::get().is_some() {
+            inputs.into_iter().enumerate().map(run_one).collect()
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(self.inner.threads)
+                .thread_name(|i| format!("sparkbook-worker-{i}"))
+                .build()?;
+            pool.install(|| inputs.into_par_iter().enumerate().map(run_one).collect())
+        };
         progress.finish();
 
         let mut partitions = Vec::with_capacity(outcomes.len());
