@@ -2,14 +2,14 @@
 //!
 //! Spark's "broadcast the model, predict per partition" workflow for Rust notebooks:
 //! the verbs of PySpark's `SparkContext` and RDDs, over [polars] frames, on a
-//! [rayon] pool that the [`Session`] owns.
+//! [rayon] pools that the [`Session`] builds for its jobs.
 //!
 //! ## Quickstart
 //! ```
 //! use sparkbook::prelude::*;
 //! use polars::prelude::*;
 //!
-//! // SparkContext("local[2]"): a session owns its thread pool.
+//! // SparkContext("local[2]"): a session runs its jobs on threads of its own.
 //! let sc = Session::builder().threads(2).default_partitions(8).progress(false).build()?;
 //!
 //! // sc.broadcast(model): one shared copy, read by every partition.
@@ -33,8 +33,9 @@
 //!
 //! ## A guided tour
 //! - [`Session`] is the `SparkContext`: [`Session::parallelize`], [`Session::broadcast`],
-//!   [`Session::accumulator`]. Its thread pool is its own, so re-running a notebook
-//!   cell that builds a session just works (rayon's global pool can be set only once).
+//!   [`Session::accumulator`]. Its jobs run on pools of its own, so re-running a
+//!   notebook cell that builds a session just works (rayon's global pool can be set
+//!   only once), and so does a job in a later cell (see [`Session`]).
 //! - [`PartitionedFrame`]: a polars `DataFrame` split into zero-copy row slices, with
 //!   `map_partitions`, `zip_with_index`, `collect` and friends.
 //! - [`Partitioned<T>`]: the RDD over a `Vec<T>`: `map`, `filter`, `flat_map`,
@@ -59,7 +60,7 @@
 //! partitions fail, the error reported is the lowest partition's.
 //!
 //! ## Threads and polars
-//! Work runs on the session's pool, never on rayon's global pool. Polars keeps a
+//! Work runs on pools the session builds per job, never on rayon's global pool. Polars keeps a
 //! pool of its own (`POLARS_MAX_THREADS`); see [`Session`] for how to keep the two
 //! from oversubscribing the cores.
 //!

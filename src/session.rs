@@ -39,7 +39,7 @@ use crate::task::TaskContext;
 
 /// Entry point for parallel jobs, as PySpark's `SparkContext`.
 ///
-/// Cloning a session is cheap and shares the pool. Every verb runs eagerly: the call
+/// Cloning a session is cheap and shares its settings and job counter. Every verb runs eagerly: the call
 /// that returns is the call that did the work, so an error shows up in the notebook
 /// cell that caused it.
 ///
