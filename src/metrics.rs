@@ -10,7 +10,7 @@ use std::fmt;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::knn::features::finite_values;
+use crate::knn::features::{column, finite_values};
 
 /// Regression scores: sklearn's `r2_score`, root of `mean_squared_error`,
 /// `mean_absolute_error`.
@@ -170,13 +170,7 @@ pub trait TruePred {
 }
 
 fn pair(df: &DataFrame) -> Result<(&Column, &Column)> {
-    let get = |name: &str| {
-        df.column(name).map_err(|_| Error::MissingColumn {
-            name: name.to_owned(),
-            available: format!("{:?}", df.get_column_names()),
-        })
-    };
-    let (t, p) = (get("true")?, get("pred")?);
+    let (t, p) = (column(df, "true")?, column(df, "pred")?);
     if df.height() == 0 {
         return Err(Error::EmptyData {
             what: "true/pred frame",
