@@ -43,8 +43,13 @@
 //!   `take`, `first`, `reduce`, `fold`, `aggregate`, `foreach`, `repartition`, `union`.
 //! - [`Broadcast<T>`]: a value shared by reference; [`ByteSize`] reports its memory.
 //! - [`Accumulator<T>`]: a counter partitions add to; totals are deterministic.
+//! - [`preprocessing::StandardScaler`]: sklearn's `StandardScaler` for frames, fitted
+//!   on the training set and applied to both.
 //! - [`NotebookDisplay`]: HTML tables for frames, scores, job reports and broadcasts in
 //!   evcxr notebooks (`df` as a cell's last line renders as a table).
+//! - `charts` (feature `charts`, on by default): plotly charts of a true/pred frame
+//!   (predicted vs true, residuals, confusion) and of a job's partition timings,
+//!   drawn inline in notebooks.
 //! - [`Error`]: one error type. A panic in your closure becomes
 //!   [`Error::Partition`] naming the partition; the session stays usable.
 //!
@@ -72,12 +77,15 @@
 
 mod accumulator;
 mod broadcast;
+#[cfg(feature = "charts")]
+pub mod charts;
 pub mod datasets;
 mod display;
 mod error;
 pub mod knn;
 pub mod metrics;
 mod partition;
+pub mod preprocessing;
 mod progress;
 mod session;
 mod task;
@@ -92,6 +100,10 @@ pub use task::TaskContext;
 
 /// Re-exports polars, so a notebook needs only `:dep sparkbook`.
 pub use polars;
+
+/// Re-exports plotly, to restyle a [`charts::Chart`] or draw new ones.
+#[cfg(feature = "charts")]
+pub use plotly;
 
 /// The types and traits a notebook needs: `use sparkbook::prelude::*;`.
 ///

@@ -16,6 +16,7 @@ use polars::prelude::*;
 use sparkbook::datasets::read_csv;
 use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
 use sparkbook::metrics::TruePred;
+use sparkbook::preprocessing::StandardScaler;
 use sparkbook::{Error, PartitionedFrame, Result, Session};
 
 /// Spark's broadcast / parallelize / mapPartitions / collect workflow, on one machine.
@@ -194,7 +195,9 @@ fn knn(args: &KnnArgs) -> Result<()> {
         return Err(Error::EmptyData { what: "test set" });
     }
     if args.standardize {
-        standardize(&mut train, &mut test, &args.target)?;
+        let scaler = StandardScaler::fit(&train, &args.target)?;
+        train = scaler.transform(&train)?;
+        test = scaler.transform(&test)?;
     }
     let (pending, mut file) = PendingOutput::create(&args.output)?;
 
@@ -286,35 +289,4 @@ fn predict_all<M: Send + Sync + std::fmt::Debug>(
     parts
         .map_partitions(|part| predict(b.value()?.as_ref(), &part))?
         .collect()
-}
-
-/// Scales every numeric feature column of both frames by the training set's mean and
-/// standard deviation (population, as sklearn's `StandardScaler`).
-fn standardize(train: &mut DataFrame, test: &mut DataFrame, target: &str) -> Result<()> {
-    let names: Vec<String> = train
-        .columns()
-        .iter()
-        .filter(|c| c.dtype().is_primitive_numeric() && c.name().as_str() != target)
-        .map(|c| c.name().to_string())
-        .collect();
-    for name in names {
-        let col = train.column(&name)?.cast(&DataType::Float64)?;
-        let values = col.f64()?;
-        let n = values.len() as f64;
-        let mean = values.into_no_null_iter().sum::<f64>() / n;
-        let var = values
-            .into_no_null_iter()
-            .map(|v| (v - mean) * (v - mean))
-            .sum::<f64>()
-            / n;
-        let scale = if var > 0.0 { var.sqrt() } else { 1.0 };
-        for df in [&mut *train, &mut *test] {
-            if let Ok(col) = df.column(&name) {
-                let scaled =
-                    (col.cast(&DataType::Float64)?.as_materialized_series() - mean) / scale;
-                df.with_column(scaled.with_name(name.as_str().into()).into())?;
-            }
-        }
-    }
-    Ok(())
 }
