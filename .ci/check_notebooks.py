@@ -3,9 +3,13 @@
 evcxr reports a failed cell without an error name or value, so a plain
 `nbconvert --execute` stops with an empty CellExecutionError. This runs with
 allow_errors, then prints each failing cell with its message; cells tagged
-`raises-exception` are expected to fail. Outputs are saved into the notebooks so
-they read on GitHub.
+`raises-exception` are expected to fail. A kernel that dies stops the run with
+nbclient's DeadKernelError. Outputs are saved into the notebooks so they read on
+GitHub.
+
+    python .ci/check_notebooks.py [NAME ...]   # all notebooks, or those named
 """
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,9 +17,42 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+PANIC_REPORT = re.compile(r"^thread '.*' .*panicked at .*:$")
+
+
+def failure(cell):
+    """The error a cell's outputs report, or "" when it ran cleanly.
+
+    evcxr reports compile errors and unhandled panics as `error` outputs, but an
+    `Err` returned through `?` only as text on stderr. So stderr counts as a failure
+    too, except sparkbook's progress lines and the report Rust's panic hook prints
+    for a panic that sparkbook caught and returned as an `Err` value.
+    """
+    found = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "error":
+            found.append("\n".join(o.get("traceback", [])) or o.get("evalue", ""))
+        elif o.get("output_type") == "stream" and o.get("name") == "stderr":
+            lines = re.sub(r"\x1b\[[0-9;]*m", "", o.get("text", "")).splitlines()
+            kept, skip_next = [], False
+            for line in lines:
+                if skip_next:
+                    skip_next = False
+                elif PANIC_REPORT.match(line):
+                    skip_next = True  # the panic's message
+                elif not (line.startswith("[sparkbook]") or line.startswith("note: run with `RUST_BACKTRACE")
+                          or not line.strip()):
+                    kept.append(line)
+            found.extend(kept)
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(found)).strip()
+
+
 root = Path(__file__).resolve().parent.parent
 failed = False
+wanted = set(sys.argv[1:])
 for path in sorted((root / "notebooks").glob("*.ipynb")):
+    if wanted and path.name not in wanted and path.stem not in wanted:
+        continue
     nb = nbformat.read(path, as_version=4)
     _, nb = nbformat.validator.normalize(nb)
     nb = nbformat.from_dict(nb)
@@ -28,13 +65,10 @@ for path in sorted((root / "notebooks").glob("*.ipynb")):
         if cell.cell_type != "code":
             continue
         expected = "raises-exception" in cell.metadata.get("tags", [])
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"
-                  or (o.get("output_type") == "stream" and o.get("name") == "stderr" and "error" in o.get("text", "").lower()
-                      and not expected and "[sparkbook]" not in o.get("text", ""))]
-        if errors and not expected:
-            text = "\n".join(o.get("text", "") or "\n".join(o.get("traceback", [])) or o.get("evalue", "") for o in errors)
-            problems.append(f"  cell {index}:\n{cell.source}\n  --> {text.strip()}")
-        if expected and not errors:
+        text = failure(cell)
+        if text and not expected:
+            problems.append(f"  cell {index}:\n{cell.source}\n  --> {text}")
+        if expected and not text:
             problems.append(f"  cell {index} is tagged raises-exception but did not fail:\n{cell.source}")
     nbformat.write(nb, path)
     status = "ok" if not problems else "FAILED"

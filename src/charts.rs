@@ -18,6 +18,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use plotly::common::{Marker, Mode, Title};
 use plotly::layout::Axis;
@@ -137,11 +138,18 @@ impl fmt::Debug for Chart {
     }
 }
 
-/// Ids must differ between the charts of one page; a counter does that and keeps
-/// a re-executed notebook's output unchanged.
+/// A page id no other chart of the notebook has. evcxr links each cell with its own
+/// copy of this crate's statics, so a counter alone would restart at every cell:
+/// the clock separates cells, the counter charts shown by one cell.
 fn next_div_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("sparkbook-chart-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "sparkbook-chart-{nanos:x}-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl NotebookDisplay for Chart {

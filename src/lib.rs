@@ -94,7 +94,7 @@ pub use accumulator::Accumulator;
 pub use broadcast::{Broadcast, ByteSize};
 pub use display::{MAX_ROWS, NotebookDisplay};
 pub use error::{Error, Result};
-pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame};
+pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame, fresh};
 pub use session::{JobReport, PartitionTiming, Session, SessionBuilder};
 pub use task::TaskContext;
 

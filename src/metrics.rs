@@ -180,7 +180,7 @@ fn pair(df: &DataFrame) -> Result<(&Column, &Column)> {
 }
 
 fn labels(df: &DataFrame, name: &str) -> Result<Vec<String>> {
-    let cast = df.column(name)?.cast(&DataType::String)?;
+    let cast = column(df, name)?.cast(&DataType::String)?;
     let ca = cast.str()?;
     if let Some(row) = ca.iter().position(|v| v.is_none()) {
         return Err(Error::InvalidValue {

@@ -324,7 +324,8 @@ impl PartitionedFrame {
         F: Fn(usize, DataFrame) -> Result<DataFrame> + Sync + Send,
     {
         let rows = self.partition_sizes();
-        let parts = self.session.run_job(verb, self.parts.clone(), &rows, f)?;
+        let parts: Vec<DataFrame> = self.parts.iter().map(fresh).collect();
+        let parts = self.session.run_job(verb, parts, &rows, f)?;
         Ok(PartitionedFrame::new(self.session.clone(), parts))
     }
 
@@ -346,18 +347,19 @@ impl PartitionedFrame {
     pub fn zip_with_index(&self) -> Result<PartitionedFrame> {
         const ROW: &str = "row";
         if let Some(first) = self.parts.first() {
-            if first.schema().contains(ROW) {
+            if first.columns().iter().any(|c| c.name().as_str() == ROW) {
                 return Err(Error::DuplicateColumn {
                     name: ROW.to_owned(),
                 });
             }
         }
         let offsets = self.offsets();
-        self.run("zip_with_index", |i, mut part| {
-            let start = offsets[i] as u64;
-            let index: Vec<u64> = (start..start + part.height() as u64).collect();
-            part.with_column(Column::new(ROW.into(), index))?;
-            Ok(part)
+        self.run("zip_with_index", |i, part| {
+            let (start, height) = (offsets[i] as u64, part.height());
+            let index: Vec<u64> = (start..start + height as u64).collect();
+            let mut columns = part.into_columns();
+            columns.push(Column::new(ROW.into(), index));
+            Ok(DataFrame::new(height, columns)?)
         })
     }
 
@@ -396,7 +398,7 @@ impl PartitionedFrame {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn glom(&self) -> Vec<DataFrame> {
-        self.parts.clone()
+        self.parts.iter().map(fresh).collect()
     }
 
     /// The first `n` rows in order (Spark's `take`), reading only the partitions
@@ -475,34 +477,69 @@ impl fmt::Debug for PartitionedFrame {
     }
 }
 
-fn describe(schema: &Schema) -> String {
-    let fields: Vec<String> = schema
+fn describe(fields: &[(&str, &DataType)]) -> String {
+    let fields: Vec<String> = fields
         .iter()
         .map(|(name, dtype)| format!("{name}: {dtype}"))
         .collect();
     format!("[{}]", fields.join(", "))
 }
 
+/// Names and types in order. Compared as lists, not as polars `Schema`s: a schema's
+/// name index hashes with a seed that differs between evcxr cells (see [`fresh`]).
+fn fields(df: &DataFrame) -> Vec<(&str, &DataType)> {
+    df.columns()
+        .iter()
+        .map(|c| (c.name().as_str(), c.dtype()))
+        .collect()
+}
+
 fn stack(parts: &[DataFrame]) -> Result<DataFrame> {
     let Some(first) = parts.first() else {
         return Ok(DataFrame::empty());
     };
-    let expected = first.schema();
+    let expected = fields(first);
     for (index, part) in parts.iter().enumerate().skip(1) {
-        if part.schema() != expected {
+        if fields(part) != expected {
             return Err(Error::SchemaMismatch {
                 index,
-                expected: describe(expected),
-                found: describe(part.schema()),
+                expected: describe(&expected),
+                found: describe(&fields(part)),
             });
         }
     }
-    let mut out = first.clone();
+    let mut out = fresh(first);
     for part in &parts[1..] {
         out.vstack_mut(part)?;
     }
     out.rechunk_mut();
-    Ok(out)
+    Ok(fresh(&out))
+}
+
+/// The same frame (its columns are shared, nothing is copied) without polars'
+/// cached name index, which the next lookup rebuilds.
+///
+/// Why: evcxr links every notebook cell with its own copy of polars, and each copy
+/// hashes column names with a seed of its own. A frame wider than four columns
+/// keeps the name index built by the first cell that looked a name up; another
+/// cell's `df.column("x")` then misses and reports a column that is there as not
+/// found. sparkbook's own functions never look names up through that index and
+/// hand partitions to closures as fresh frames; call this on a frame from an
+/// earlier cell before looking its columns up by name in yours.
+///
+/// ```
+/// use sparkbook::polars::prelude::*;
+///
+/// let df = df!("a" => [1], "b" => [2], "c" => [3], "d" => [4], "e" => [5])?;
+/// let _ = df.schema(); // builds the index, as any name lookup would
+/// let again = sparkbook::fresh(&df);
+/// assert!(again.cached_schema().is_none());
+/// assert_eq!(again, df);
+/// # Ok::<(), sparkbook::Error>(())
+/// ```
+pub fn fresh(df: &DataFrame) -> DataFrame {
+    DataFrame::new(df.height(), df.columns().to_vec())
+        .expect("columns of one frame have equal lengths and distinct names")
 }
 
 /// A `Vec<T>` split into partitions: Spark's RDD.

@@ -107,15 +107,19 @@ impl StandardScaler {
     /// # Ok::<(), sparkbook::Error>(())
     /// ```
     pub fn transform(&self, df: &DataFrame) -> Result<DataFrame> {
-        let mut out = df.clone();
+        let mut columns = df.columns().to_vec();
         for ((name, mean), scale) in self.columns.iter().zip(&self.means).zip(&self.scales) {
             let scaled: Vec<f64> = finite_values(df, name)?
                 .into_iter()
                 .map(|v| (v - mean) / scale)
                 .collect();
-            out.with_column(Column::new(name.as_str().into(), scaled))?;
+            let at = columns
+                .iter()
+                .position(|c| c.name().as_str() == name)
+                .expect("finite_values found the column");
+            columns[at] = Column::new(name.as_str().into(), scaled);
         }
-        Ok(out)
+        Ok(DataFrame::new(df.height(), columns)?)
     }
 
     /// The learnt columns, in the order of [`means`](Self::means) and

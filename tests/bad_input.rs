@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use polars::prelude::*;
+use sparkbook::datasets::read_csv;
 use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric};
 use sparkbook::prelude::*;
+use sparkbook::preprocessing::StandardScaler;
 
 fn train() -> DataFrame {
     df!(
@@ -52,167 +54,518 @@ fn assert_invalid_value(err: Error, column: &str, row: u64, value: &str) {
     }
 }
 
-#[test]
-fn non_finite_and_null_values_name_column_and_row() {
-    let fit = |df: &DataFrame| KnnRegressor::params(2).fit_frame(df, "y").unwrap_err();
-    assert_invalid_value(fit(&with_value("a", 3, Some(f64::NAN))), "a", 3, "NaN");
-    assert_invalid_value(fit(&with_value("b", 1, Some(f64::INFINITY))), "b", 1, "inf");
-    assert_invalid_value(fit(&with_value("a", 4, None)), "a", 4, "null");
-    assert_invalid_value(
-        fit(&with_value("y", 2, Some(f64::NEG_INFINITY))),
-        "y",
-        2,
-        "-inf",
-    );
-    assert_invalid_value(fit(&with_value("y", 0, None)), "y", 0, "null");
-    // At predict time too, before any search.
-    let err = model()
-        .predict_frame(&with_value("b", 2, Some(f64::NAN)))
-        .unwrap_err();
-    assert_invalid_value(err, "b", 2, "NaN");
+/// One bad input: what it is, how to trigger it on a session, the exact variant
+/// expected, and the text its message must contain (the column, row or parameter).
+struct Case {
+    what: &'static str,
+    run: Box<dyn Fn(&Session) -> Result<(), Error>>,
+    is: fn(&Error) -> bool,
+    names: &'static str,
 }
 
-#[test]
-fn bad_rows_in_a_partition_report_the_global_row() {
-    let sc = Session::builder()
-        .threads(2)
-        .progress(false)
-        .build()
-        .unwrap();
+fn case(
+    what: &'static str,
+    names: &'static str,
+    is: fn(&Error) -> bool,
+    run: impl Fn(&Session) -> Result<(), Error> + 'static,
+) -> Case {
+    Case {
+        what,
+        run: Box::new(run),
+        is,
+        names,
+    }
+}
+
+fn fit(df: &DataFrame) -> Result<(), Error> {
+    KnnRegressor::params(2).fit_frame(df, "y").map(drop)
+}
+
+fn predict(df: &DataFrame) -> Result<(), Error> {
+    model().predict_frame(df).map(drop)
+}
+
+fn written(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = scratch("catalogue").join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The seed workflow on the session: the job after each failure must still work.
+fn good_job(sc: &Session) {
     let b = sc.broadcast(model());
-    let test = with_value("a", 4, Some(f64::NAN));
-    let err = sc
-        .parallelize(&test, 3)
+    let preds = sc
+        .parallelize(&train(), 3)
         .unwrap()
         .zip_with_index()
-        .unwrap()
-        .map_partitions(|part| b.value()?.predict_frame(&part))
-        .unwrap_err();
-    match err {
-        Error::PartitionFailed {
-            index: 2, source, ..
-        } => assert_invalid_value(*source, "a", 4, "NaN"),
-        other => panic!("unexpected {other:?}"),
-    }
-    // The session and the broadcast model still work.
-    let ok = sc
-        .parallelize(&train(), 3)
         .unwrap()
         .map_partitions(|part| b.value()?.predict_frame(&part))
         .unwrap()
         .collect()
         .unwrap();
-    assert_eq!(ok.height(), 5);
-}
-
-#[test]
-fn structural_problems_are_typed_errors() {
-    let p = KnnRegressor::params(2);
-    // Target column missing.
-    match p.fit_frame(&train(), "price").unwrap_err() {
-        Error::MissingColumn { name, .. } => assert_eq!(name, "price"),
-        other => panic!("{other:?}"),
-    }
-    // Non-numeric feature in an explicit list.
-    let mut df = train();
-    df.with_column(Column::new("name".into(), ["a", "b", "c", "d", "e"]))
-        .unwrap();
-    match p.fit_frame_with(&df, "y", &["a", "name"]).unwrap_err() {
-        Error::NotNumeric { column, .. } => assert_eq!(column, "name"),
-        other => panic!("{other:?}"),
-    }
-    // Duplicate feature names.
-    assert!(matches!(
-        p.fit_frame_with(&df, "y", &["a", "a"]).unwrap_err(),
-        Error::DuplicateColumn { name } if name == "a"
-    ));
-    // Empty training set.
-    assert!(matches!(
-        p.fit_frame(&train().head(Some(0)), "y").unwrap_err(),
-        Error::EmptyData {
-            what: "training set"
-        }
-    ));
-    // Empty test set.
-    assert!(matches!(
-        model().predict_frame(&train().head(Some(0))).unwrap_err(),
-        Error::EmptyData { what: "test set" }
-    ));
-    // A feature missing at predict time.
-    match model()
-        .predict_frame(&train().drop("b").unwrap())
-        .unwrap_err()
-    {
-        Error::FeatureMismatch { reason } => assert!(reason.contains("\"b\""), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    // An extra numeric column at predict time.
-    let mut extra = train();
-    extra
-        .with_column(Column::new("c".into(), [1.0; 5]))
-        .unwrap();
-    match model().predict_frame(&extra).unwrap_err() {
-        Error::FeatureMismatch { reason } => assert!(reason.contains("\"c\""), "{reason}"),
-        other => panic!("{other:?}"),
-    }
-    // Feature order does not matter: columns are matched by name.
-    let swapped = train().select(["b", "y", "a"]).unwrap();
+    let rows: Vec<u64> = preds
+        .column("row")
+        .unwrap()
+        .u64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+    assert_eq!(rows, [0, 1, 2, 3, 4]);
     assert_eq!(
-        model().predict_frame(&swapped).unwrap(),
+        preds.drop("row").unwrap(),
         model().predict_frame(&train()).unwrap()
     );
 }
 
+fn catalogue() -> Vec<Case> {
+    use Error as E;
+    vec![
+        case(
+            "NaN in a feature",
+            "column `a`, row 3: NaN",
+            |e| matches!(e, E::InvalidValue { column, row: 3, value } if column == "a" && value == "NaN"),
+            |_| fit(&with_value("a", 3, Some(f64::NAN))),
+        ),
+        case(
+            "inf in a feature",
+            "column `b`, row 1: inf",
+            |e| matches!(e, E::InvalidValue { column, row: 1, value } if column == "b" && value == "inf"),
+            |_| fit(&with_value("b", 1, Some(f64::INFINITY))),
+        ),
+        case(
+            "null in a feature",
+            "column `a`, row 4: null",
+            |e| matches!(e, E::InvalidValue { column, row: 4, value } if column == "a" && value == "null"),
+            |_| fit(&with_value("a", 4, None)),
+        ),
+        case(
+            "-inf in the target",
+            "column `y`, row 2: -inf",
+            |e| matches!(e, E::InvalidValue { column, row: 2, value } if column == "y" && value == "-inf"),
+            |_| fit(&with_value("y", 2, Some(f64::NEG_INFINITY))),
+        ),
+        case(
+            "null in the target",
+            "column `y`, row 0: null",
+            |e| matches!(e, E::InvalidValue { column, row: 0, .. } if column == "y"),
+            |_| fit(&with_value("y", 0, None)),
+        ),
+        case(
+            "NaN in a test row, found before any search",
+            "column `b`, row 2: NaN",
+            |e| matches!(e, E::InvalidValue { column, row: 2, .. } if column == "b"),
+            |_| predict(&with_value("b", 2, Some(f64::NAN))),
+        ),
+        case(
+            "NaN in partition 2 reports the global row",
+            "column `a`, row 4",
+            |e| {
+                matches!(e, E::PartitionFailed { index: 2, source, .. }
+                if matches!(source.as_ref(), E::InvalidValue { row: 4, .. }))
+            },
+            |sc| {
+                let b = sc.broadcast(model());
+                sc.parallelize(&with_value("a", 4, Some(f64::NAN)), 3)?
+                    .zip_with_index()?
+                    .map_partitions(|part| b.value()?.predict_frame(&part))
+                    .map(drop)
+            },
+        ),
+        case(
+            "non-numeric feature",
+            "`name`",
+            |e| matches!(e, E::NotNumeric { column, .. } if column == "name"),
+            |_| {
+                let mut df = train();
+                df.with_column(Column::new("name".into(), ["a", "b", "c", "d", "e"]))?;
+                KnnRegressor::params(2)
+                    .fit_frame_with(&df, "y", &["a", "name"])
+                    .map(drop)
+            },
+        ),
+        case(
+            "missing target",
+            "`price`",
+            |e| matches!(e, E::MissingColumn { name, .. } if name == "price"),
+            |_| {
+                KnnRegressor::params(2)
+                    .fit_frame(&train(), "price")
+                    .map(drop)
+            },
+        ),
+        case(
+            "duplicate feature names",
+            "`a`",
+            |e| matches!(e, E::DuplicateColumn { name } if name == "a"),
+            |_| {
+                KnnRegressor::params(2)
+                    .fit_frame_with(&train(), "y", &["a", "a"])
+                    .map(drop)
+            },
+        ),
+        case(
+            "k = 0",
+            "`k`",
+            |e| matches!(e, E::InvalidParameter { name: "k", .. }),
+            |_| KnnRegressor::params(0).fit_frame(&train(), "y").map(drop),
+        ),
+        case(
+            "k > n_train",
+            "k = 6 exceeds the 5 training rows",
+            |e| matches!(e, E::InvalidParameter { name: "k", .. }),
+            |_| KnnRegressor::params(6).fit_frame(&train(), "y").map(drop),
+        ),
+        case(
+            "k > n_train in kneighbors",
+            "`k`",
+            |e| matches!(e, E::InvalidParameter { name: "k", .. }),
+            |_| {
+                model()
+                    .kneighbors(&ndarray::array![[1.0, 2.0]], 9)
+                    .map(drop)
+            },
+        ),
+        case(
+            "Minkowski p < 1",
+            "`p`",
+            |e| matches!(e, E::InvalidParameter { name: "p", .. }),
+            |_| {
+                KnnRegressor::params(2)
+                    .metric(Metric::Minkowski(0.5))
+                    .fit_frame(&train(), "y")
+                    .map(drop)
+            },
+        ),
+        case(
+            "Minkowski p = NaN",
+            "`p`",
+            |e| matches!(e, E::InvalidParameter { name: "p", .. }),
+            |_| {
+                KnnRegressor::params(2)
+                    .metric(Metric::Minkowski(f64::NAN))
+                    .fit_frame(&train(), "y")
+                    .map(drop)
+            },
+        ),
+        case(
+            "kd-tree with the cosine metric",
+            "`algorithm`",
+            |e| {
+                matches!(
+                    e,
+                    E::InvalidParameter {
+                        name: "algorithm",
+                        ..
+                    }
+                )
+            },
+            |_| {
+                KnnRegressor::params(2)
+                    .metric(Metric::Cosine)
+                    .algorithm(Algorithm::KdTree)
+                    .fit_frame(&train(), "y")
+                    .map(drop)
+            },
+        ),
+        case(
+            "leaf_size = 0",
+            "`leaf_size`",
+            |e| {
+                matches!(
+                    e,
+                    E::InvalidParameter {
+                        name: "leaf_size",
+                        ..
+                    }
+                )
+            },
+            |_| {
+                KnnRegressor::params(2)
+                    .leaf_size(0)
+                    .fit_frame(&train(), "y")
+                    .map(drop)
+            },
+        ),
+        case(
+            "empty training set",
+            "training set",
+            |e| {
+                matches!(
+                    e,
+                    E::EmptyData {
+                        what: "training set"
+                    }
+                )
+            },
+            |_| fit(&train().head(Some(0))),
+        ),
+        case(
+            "empty test set",
+            "test set",
+            |e| matches!(e, E::EmptyData { what: "test set" }),
+            |_| predict(&train().head(Some(0))),
+        ),
+        case(
+            "feature missing at predict",
+            "\"b\"",
+            |e| matches!(e, E::FeatureMismatch { reason } if reason.contains("\"b\"")),
+            |_| predict(&train().drop("b").unwrap()),
+        ),
+        case(
+            "extra numeric column at predict",
+            "\"c\"",
+            |e| matches!(e, E::FeatureMismatch { reason } if reason.contains("\"c\"")),
+            |_| {
+                let mut df = train();
+                df.with_column(Column::new("c".into(), [1.0; 5]))?;
+                predict(&df)
+            },
+        ),
+        case(
+            "wrong width of an array",
+            "2",
+            |e| matches!(e, E::FeatureMismatch { .. }),
+            |_| {
+                model()
+                    .try_predict(&ndarray::array![[1.0, 2.0, 3.0]])
+                    .map(drop)
+            },
+        ),
+        case(
+            "cosine with a zero training row",
+            "row 1",
+            |e| {
+                matches!(
+                    e,
+                    E::ZeroVector {
+                        what: "training set",
+                        row: 1
+                    }
+                )
+            },
+            |_| {
+                let mut df = with_value("a", 1, Some(0.0));
+                df.with_column(Column::new("b".into(), [0.5, 0.0, 0.2, 0.9, 0.3]))?;
+                KnnRegressor::params(2)
+                    .metric(Metric::Cosine)
+                    .fit_frame(&df, "y")
+                    .map(drop)
+            },
+        ),
+        case(
+            "zero partitions",
+            "`partitions`",
+            |e| {
+                matches!(
+                    e,
+                    E::InvalidParameter {
+                        name: "partitions",
+                        ..
+                    }
+                )
+            },
+            |sc| sc.parallelize(&train(), 0).map(drop),
+        ),
+        case(
+            "a closure that panics",
+            "partition 1",
+            |e| matches!(e, E::Partition { index: 1, message, .. } if message.contains("boom")),
+            |sc| {
+                sc.parallelize(vec![1, 2, 3, 4], 2)?
+                    .map(|x| if *x == 3 { panic!("boom") } else { *x })
+                    .map(drop)
+            },
+        ),
+        case(
+            "a closure that returns Err",
+            "partition 2",
+            |e| matches!(e, E::PartitionFailed { index: 2, .. }),
+            |sc| {
+                sc.parallelize(&train(), 3)?
+                    .map_partitions(|part| -> Result<DataFrame, Error> {
+                        if TaskContext::get().unwrap().partition_id() == 2 {
+                            return Err(Error::Message("refused".into()));
+                        }
+                        Ok(part)
+                    })
+                    .map(drop)
+            },
+        ),
+        case(
+            "partitions with different schemas",
+            "partition 1",
+            |e| matches!(e, E::SchemaMismatch { index: 1, .. }),
+            |sc| {
+                sc.parallelize(&train(), 2)?
+                    .map_partitions(|part| -> Result<DataFrame, Error> {
+                        let keep = if TaskContext::get().unwrap().partition_id() == 1 {
+                            "a"
+                        } else {
+                            "y"
+                        };
+                        Ok(part.select([keep])?)
+                    })?
+                    .collect()
+                    .map(drop)
+            },
+        ),
+        case(
+            "a destroyed broadcast",
+            "destroyed",
+            |e| matches!(e, E::PartitionFailed { source, .. } if matches!(source.as_ref(), E::BroadcastDestroyed { .. })),
+            |sc| {
+                let b = sc.broadcast(model());
+                b.destroy();
+                sc.parallelize(&train(), 2)?
+                    .map_partitions(|part| b.value()?.predict_frame(&part))
+                    .map(drop)
+            },
+        ),
+        case(
+            "corrupt model file",
+            "corrupt.json",
+            |e| matches!(e, E::ModelFile { .. }),
+            |_| KnnRegressor::load(written("corrupt.json", b"{\"format\": \"sparkbook")).map(drop),
+        ),
+        case(
+            "model file of a future format version",
+            "version 99",
+            |e| {
+                matches!(
+                    e,
+                    E::ModelVersion {
+                        found: 99,
+                        supported: 1,
+                        ..
+                    }
+                )
+            },
+            |_| {
+                let path = scratch("catalogue").join("future.json");
+                model().save(&path)?;
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(&path, text.replacen("\"version\":1", "\"version\":99", 1)).unwrap();
+                KnnRegressor::load(&path).map(drop)
+            },
+        ),
+        case(
+            "model file whose matrix does not fit its shape",
+            "7 x 2",
+            |e| matches!(e, E::ModelFile { reason, .. } if reason.contains("7 x 2")),
+            |_| {
+                let path = scratch("catalogue").join("shape.json");
+                model().save(&path)?;
+                let text =
+                    std::fs::read_to_string(&path)
+                        .unwrap()
+                        .replacen("\"rows\":5", "\"rows\":7", 1);
+                std::fs::write(&path, text).unwrap();
+                KnnRegressor::load(&path).map(drop)
+            },
+        ),
+        case(
+            "CSV with ragged rows",
+            "ragged.csv",
+            |e| matches!(e, E::Csv { path, .. } if path.ends_with("ragged.csv")),
+            |_| read_csv(written("ragged.csv", b"a,b\n1,2\n3,4,5\n")).map(drop),
+        ),
+        case(
+            "CSV with a header only, then fitted",
+            "training set",
+            |e| {
+                matches!(
+                    e,
+                    E::EmptyData {
+                        what: "training set"
+                    }
+                )
+            },
+            |_| fit(&read_csv(written("header.csv", b"a,b,y\n"))?),
+        ),
+        case(
+            "non-UTF-8 CSV",
+            "latin1.csv",
+            |e| matches!(e, E::Csv { .. }),
+            |_| read_csv(written("latin1.csv", b"a,b\n1,\xff\xfe\n")).map(drop),
+        ),
+        case(
+            "0-byte CSV",
+            "empty (0 bytes)",
+            |e| matches!(e, E::Io { .. }),
+            |_| read_csv(written("zero.csv", b"")).map(drop),
+        ),
+        case(
+            "a path that does not exist",
+            "no/such/file.csv",
+            |e| matches!(e, E::Io { .. }),
+            |_| read_csv("no/such/file.csv").map(drop),
+        ),
+        case(
+            "a directory instead of a file",
+            "is a directory",
+            |e| matches!(e, E::Io { .. }),
+            |_| read_csv(scratch("catalogue")).map(drop),
+        ),
+        case(
+            "a model saved where it cannot be written",
+            "m.json",
+            |e| matches!(e, E::Io { .. }),
+            |_| model().save(scratch("catalogue").join("no/such/dir/m.json")),
+        ),
+        case(
+            "test fraction outside (0, 1)",
+            "`test_fraction`",
+            |e| {
+                matches!(
+                    e,
+                    E::InvalidParameter {
+                        name: "test_fraction",
+                        ..
+                    }
+                )
+            },
+            |_| train_test_split(&train(), 1.5, 1).map(drop),
+        ),
+        case(
+            "a scaler applied to a frame without its column",
+            "`b`",
+            |e| matches!(e, E::MissingColumn { name, .. } if name == "b"),
+            |_| {
+                StandardScaler::fit(&train(), "y")?
+                    .transform(&train().drop("b").unwrap())
+                    .map(drop)
+            },
+        ),
+        case(
+            "scores of a frame without `pred`",
+            "`pred`",
+            |e| matches!(e, E::MissingColumn { name, .. } if name == "pred"),
+            |_| df!("true" => [1.0, 2.0])?.scores().map(drop),
+        ),
+    ]
+}
+
 #[test]
-fn bad_parameters_name_the_parameter() {
-    let name_of = |err: Error| match err {
-        Error::InvalidParameter { name, .. } => name,
-        other => panic!("expected InvalidParameter, got {other:?}"),
-    };
-    assert_eq!(
-        name_of(
-            KnnRegressor::params(0)
-                .fit_frame(&train(), "y")
-                .unwrap_err()
-        ),
-        "k"
-    );
-    let err = KnnRegressor::params(6)
-        .fit_frame(&train(), "y")
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("k = 6 exceeds the 5 training rows"),
-        "{err}"
-    );
-    assert_eq!(name_of(err), "k");
-    for p in [0.0, -1.0, 0.5, f64::NAN] {
-        let err = KnnRegressor::params(2)
-            .metric(Metric::Minkowski(p))
-            .fit_frame(&train(), "y");
-        assert_eq!(name_of(err.unwrap_err()), "p");
+fn catalogue_of_bad_inputs_then_a_good_job() {
+    let sc = Session::builder()
+        .threads(2)
+        .progress(false)
+        .build()
+        .unwrap();
+    let cases = catalogue();
+    assert!(cases.len() >= 25, "{} cases", cases.len());
+    for c in cases {
+        let err = (c.run)(&sc).expect_err(c.what);
+        assert!((c.is)(&err), "{}: unexpected {err:?}", c.what);
+        let message = err.to_string();
+        assert!(
+            message.contains(c.names),
+            "{}: {message:?} lacks {:?}",
+            c.what,
+            c.names
+        );
+        good_job(&sc);
     }
-    let err = KnnRegressor::params(2)
-        .metric(Metric::Cosine)
-        .algorithm(Algorithm::KdTree)
-        .fit_frame(&train(), "y");
-    assert_eq!(name_of(err.unwrap_err()), "algorithm");
-    assert_eq!(
-        name_of(
-            KnnRegressor::params(2)
-                .leaf_size(0)
-                .fit_frame(&train(), "y")
-                .unwrap_err()
-        ),
-        "leaf_size"
-    );
-    let (dist_err, _) = (
-        model()
-            .kneighbors(&ndarray::array![[1.0, 2.0]], 9)
-            .unwrap_err(),
-        (),
-    );
-    assert_eq!(name_of(dist_err), "k");
 }
 
 #[test]
@@ -355,6 +708,10 @@ fn cli_predicts_in_test_file_order_and_fails_cleanly() {
     )
     .unwrap();
     std::fs::write(&test_csv, "a,b,y\n4.9,0.3,50\n1.1,0.5,10\n3,0.2,30\n").unwrap();
+    let inputs = [
+        std::fs::read(&train_csv).unwrap(),
+        std::fs::read(&test_csv).unwrap(),
+    ];
     let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
     let base = |out: &PathBuf| {
         vec![
@@ -485,6 +842,14 @@ fn cli_predicts_in_test_file_order_and_fails_cleanly() {
             "partial output left: {args:?}"
         );
     }
+    // Failed runs never touch their inputs.
+    assert_eq!(
+        [
+            std::fs::read(&train_csv).unwrap(),
+            std::fs::read(&test_csv).unwrap()
+        ],
+        inputs
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

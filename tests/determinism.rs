@@ -44,8 +44,8 @@ proptest! {
     #[test]
     fn frame_jobs_equal_the_sequential_oracle(
         (xs, ks) in values(),
-        partitions in 1usize..64,
-        threads in 1usize..8,
+        partitions in 1usize..=64,
+        threads in 1usize..=8,
     ) {
         let sc = session(threads);
         let out = sc
@@ -73,8 +73,8 @@ proptest! {
     #[test]
     fn rdd_verbs_equal_the_sequential_oracle(
         (xs, ks) in values(),
-        partitions in 1usize..64,
-        threads in 1usize..8,
+        partitions in 1usize..=64,
+        threads in 1usize..=8,
     ) {
         let sc = session(threads);
         let pairs: Vec<(f64, i64)> = xs.iter().copied().zip(ks.iter().copied()).collect();
@@ -103,7 +103,7 @@ proptest! {
     #[test]
     fn float_reductions_do_not_depend_on_threads(
         (xs, _) in values(),
-        partitions in 1usize..64,
+        partitions in 1usize..=64,
         threads in 2usize..8,
     ) {
         // Floating-point sums depend on how elements are grouped into partitions

@@ -176,8 +176,8 @@ proptest! {
     #[test]
     fn predictions_do_not_depend_on_partitions_or_threads(
         (x, y, q, k) in data(),
-        partitions in 1usize..64,
-        threads in 1usize..8,
+        partitions in 1usize..=64,
+        threads in 1usize..=8,
     ) {
         let train = df!("a" => x.column(0).to_vec(), "y" => y.clone())?;
         let test = df!("a" => q.column(0).to_vec())?;

@@ -442,7 +442,7 @@ impl<L: FrameLabel> KnnClassifier<L> {
         let proba = self.proba_matrix(&queries)?;
         let c = self.classes.len();
         let mut columns = Vec::with_capacity(c + 1);
-        if let Ok(row) = df.column(ROW) {
+        if let Some(row) = features::find(df, ROW) {
             columns.push(row.clone());
         }
         for (j, class) in self.classes.iter().enumerate() {

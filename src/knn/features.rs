@@ -57,8 +57,15 @@ pub(crate) fn numeric_columns(df: &DataFrame, target: Option<&str>) -> Vec<Strin
         .collect()
 }
 
+/// A column by name, found by scanning the names rather than through polars'
+/// hashed name index, which a frame from another evcxr cell may carry hashed with
+/// that cell's seed (see [`fresh`](crate::fresh)).
+pub(crate) fn find<'a>(df: &'a DataFrame, name: &str) -> Option<&'a Column> {
+    df.columns().iter().find(|c| c.name().as_str() == name)
+}
+
 pub(crate) fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
-    df.column(name).map_err(|_| Error::MissingColumn {
+    find(df, name).ok_or_else(|| Error::MissingColumn {
         name: name.to_owned(),
         available: format!("{:?}", df.get_column_names()),
     })
@@ -66,8 +73,7 @@ pub(crate) fn column<'a>(df: &'a DataFrame, name: &str) -> Result<&'a Column> {
 
 /// The frame's row numbers for messages: its `row` column when present.
 pub(crate) fn row_label(df: &DataFrame, position: usize) -> u64 {
-    df.column(ROW)
-        .ok()
+    find(df, ROW)
         .and_then(|c| c.cast(&DataType::UInt64).ok())
         .and_then(|c| c.u64().ok().and_then(|ca| ca.get(position)))
         .unwrap_or(position as u64)

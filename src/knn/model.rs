@@ -125,11 +125,11 @@ impl<Task> Core<Task> {
         pred: Column,
     ) -> Result<DataFrame> {
         let mut columns = Vec::with_capacity(3);
-        if let Ok(row) = df.column(features::ROW) {
+        if let Some(row) = features::find(df, features::ROW) {
             columns.push(row.clone());
         }
         if let Some(target) = self.target.as_deref() {
-            if df.column(target).is_ok() {
+            if features::find(df, target).is_some() {
                 columns.push(truth(target)?);
             }
         }

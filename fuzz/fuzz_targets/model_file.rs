@@ -1,0 +1,8 @@
+//! cargo-fuzz target: `cargo fuzz run model_file` (see fuzz/README.md).
+#![no_main]
+
+// Each target uses one of the shared checks.
+#[allow(dead_code)]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| checks::model_file(bytes));
