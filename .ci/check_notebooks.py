@@ -7,7 +7,7 @@ allow_errors, then prints each failing cell with its message; cells tagged
 nbclient's DeadKernelError. Outputs are saved into the notebooks so they read on
 GitHub.
 
-    python .ci/check_notebooks.py [NAME ...]   # all notebooks, or those named
+    python .ci/check_notebooks.py [PREFIX ...]   # all notebooks, or those named so (02 03)
 """
 import re
 import sys
@@ -28,22 +28,23 @@ def failure(cell):
     too, except sparkbook's progress lines and the report Rust's panic hook prints
     for a panic that sparkbook caught and returned as an `Err` value.
     """
-    found = []
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "error":
-            found.append("\n".join(o.get("traceback", [])) or o.get("evalue", ""))
-        elif o.get("output_type") == "stream" and o.get("name") == "stderr":
-            lines = re.sub(r"\x1b\[[0-9;]*m", "", o.get("text", "")).splitlines()
-            kept, skip_next = [], False
-            for line in lines:
-                if skip_next:
-                    skip_next = False
-                elif PANIC_REPORT.match(line):
-                    skip_next = True  # the panic's message
-                elif not (line.startswith("[sparkbook]") or line.startswith("note: run with `RUST_BACKTRACE")
-                          or not line.strip()):
-                    kept.append(line)
-            found.extend(kept)
+    found = [("\n".join(o.get("traceback", [])) or o.get("evalue", ""))
+             for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    # evcxr sends stderr line by line, one output each: join them first.
+    stderr = "".join(o.get("text", "") for o in cell.get("outputs", [])
+                     if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    in_panic, message_next = False, False
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", stderr).splitlines():
+        if PANIC_REPORT.match(line):
+            in_panic, message_next = True, True
+        elif message_next:
+            message_next = False  # the panic's message
+        elif in_panic and (line.startswith((" ", "stack backtrace:", "note: ")) or not line.strip()):
+            pass  # its backtrace (evcxr sets RUST_BACKTRACE)
+        else:
+            in_panic = False
+            if line.strip() and not line.startswith("[sparkbook]"):
+                found.append(line)
     return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(found)).strip()
 
 
@@ -51,7 +52,7 @@ root = Path(__file__).resolve().parent.parent
 failed = False
 wanted = set(sys.argv[1:])
 for path in sorted((root / "notebooks").glob("*.ipynb")):
-    if wanted and path.name not in wanted and path.stem not in wanted:
+    if wanted and not any(path.name.startswith(w) for w in wanted):
         continue
     nb = nbformat.read(path, as_version=4)
     _, nb = nbformat.validator.normalize(nb)

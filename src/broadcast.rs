@@ -6,14 +6,11 @@
 
 use std::fmt;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use polars::prelude::DataFrame;
 
 use crate::error::{Error, Result};
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A read-only value shared by reference with every partition of a job.
 ///
@@ -39,9 +36,11 @@ pub struct Broadcast<T> {
 }
 
 impl<T> Broadcast<T> {
-    pub(crate) fn new(value: T) -> Self {
+    /// `id` comes from the session, not a static: evcxr gives each notebook cell its
+    /// own copy of the crate's statics, so a static counter would restart per cell.
+    pub(crate) fn new(id: u64, value: T) -> Self {
         Broadcast {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             slot: Arc::new(RwLock::new(Some(Arc::new(value)))),
         }
     }

@@ -65,6 +65,7 @@ struct Inner {
     progress: bool,
     app_name: String,
     next_job: AtomicU64,
+    next_broadcast: AtomicU64,
     last_job: Mutex<Option<JobReport>>,
 }
 
@@ -195,6 +196,7 @@ impl SessionBuilder {
                 progress: self.progress,
                 app_name: self.app_name,
                 next_job: AtomicU64::new(0),
+                next_broadcast: AtomicU64::new(0),
                 last_job: Mutex::new(None),
             }),
         })
@@ -319,7 +321,10 @@ impl Session {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn broadcast<T: Send + Sync>(&self, value: T) -> Broadcast<T> {
-        Broadcast::new(value)
+        Broadcast::new(
+            self.inner.next_broadcast.fetch_add(1, Ordering::Relaxed),
+            value,
+        )
     }
 
     /// A counter that partitions add to, as Spark's `sc.accumulator(initial)`.
