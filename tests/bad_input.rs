@@ -54,11 +54,14 @@ fn assert_invalid_value(err: Error, column: &str, row: u64, value: &str) {
     }
 }
 
+/// Triggers a bad input on a session; `Err` is the expected outcome.
+type Run = Box<dyn Fn(&Session) -> Result<(), Error>>;
+
 /// One bad input: what it is, how to trigger it on a session, the exact variant
 /// expected, and the text its message must contain (the column, row or parameter).
 struct Case {
     what: &'static str,
-    run: Box<dyn Fn(&Session) -> Result<(), Error>>,
+    run: Run,
     is: fn(&Error) -> bool,
     names: &'static str,
 }
