@@ -64,6 +64,16 @@
 //! independently they do not depend on the partition count either. When several
 //! partitions fail, the error reported is the lowest partition's.
 //!
+//! ## In evcxr notebooks
+//! evcxr compiles each cell into a library of its own, statically linked with its
+//! own copy of every dependency and of their statics (rayon's worker registry,
+//! polars' hash seeds). sparkbook is built for that: jobs build their thread pool
+//! inside the cell that runs them, ids come from the [`Session`], and frames are
+//! never looked up through polars' hashed name index, which a frame built in an
+//! earlier cell carries hashed with that cell's seed. Your own name lookups on a
+//! wide frame from an earlier cell can miss ("column not found" for a column that
+//! is there): take the frame through [`fresh`] first.
+//!
 //! ## Threads and polars
 //! Work runs on pools the session builds per job, never on rayon's global pool. Polars keeps a
 //! pool of its own (`POLARS_MAX_THREADS`); see [`Session`] for how to keep the two
