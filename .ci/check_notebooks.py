@@ -18,6 +18,7 @@ import nbformat
 from nbclient import NotebookClient
 
 PANIC_REPORT = re.compile(r"^thread '.*' .*panicked at .*:$")
+BACKTRACE_LINE = re.compile(r"^(\s+\d+: |\s+at |stack backtrace:$|note: (Some details are omitted|run with `RUST_BACKTRACE))")
 
 
 def failure(cell):
@@ -39,8 +40,9 @@ def failure(cell):
             in_panic, message_next = True, True
         elif message_next:
             message_next = False  # the panic's message
-        elif in_panic and (line.startswith((" ", "stack backtrace:", "note: ")) or not line.strip()):
-            pass  # its backtrace (evcxr sets RUST_BACKTRACE)
+        elif (in_panic and (line.startswith((" ", "stack backtrace:", "note: ")) or not line.strip())) \
+                or BACKTRACE_LINE.match(line):
+            pass  # its backtrace (evcxr sets RUST_BACKTRACE), even if it arrived a cell late
         else:
             in_panic = False
             if line.strip() and not line.startswith("[sparkbook]"):
