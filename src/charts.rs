@@ -27,8 +27,8 @@ use polars::prelude::DataFrame;
 
 use crate::display::NotebookDisplay;
 use crate::error::{Error, Result};
-use crate::knn::features::{column, finite_values};
-use crate::metrics::{Scores, TruePred};
+use crate::knn::features::finite_values;
+use crate::metrics::{Scores, TruePred, pair};
 use crate::session::JobReport;
 
 /// Most rows a scatter chart draws; larger frames are sampled evenly.
@@ -244,13 +244,7 @@ fn sample(n: usize) -> Vec<usize> {
 }
 
 fn regression_pair(preds: &DataFrame) -> Result<(Vec<f64>, Vec<f64>)> {
-    column(preds, "true")?;
-    column(preds, "pred")?;
-    if preds.height() == 0 {
-        return Err(Error::EmptyData {
-            what: "true/pred frame",
-        });
-    }
+    pair(preds)?;
     Ok((finite_values(preds, "true")?, finite_values(preds, "pred")?))
 }
 

@@ -169,7 +169,8 @@ pub trait TruePred {
     fn scores(&self) -> Result<Scores>;
 }
 
-fn pair(df: &DataFrame) -> Result<(&Column, &Column)> {
+/// The `true` and `pred` columns of a non-empty frame.
+pub(crate) fn pair(df: &DataFrame) -> Result<(&Column, &Column)> {
     let (t, p) = (column(df, "true")?, column(df, "pred")?);
     if df.height() == 0 {
         return Err(Error::EmptyData {
