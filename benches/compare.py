@@ -1,0 +1,162 @@
+"""Drives the comparison: every system on the same data in one run, then the tables.
+
+Run through `bash benches/compare.sh` (it builds the Rust side and the Python venv).
+Each system runs in a process of its own, so its peak memory is its own: the driver
+samples the resident set of the whole process tree (for PySpark: the driver JVM plus
+its Python workers) every 20 ms and also reads the process's own high-water mark.
+Every system's predictions are checked against an exact float64 oracle written here
+in numpy (all distances, sorted by distance then training row) on sampled test rows.
+Writes target/bench-data/results.json, the tables between the `compare` markers in
+BENCHMARKS.md and the chart benches/compare.html.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "target" / "bench-data"
+RUST = ROOT / "target" / "release" / "examples" / "compare"
+# Our names for the Rust systems, and the example's `--system` values.
+RUST_SYSTEMS = {"sparkbook_auto": "auto", "sparkbook_kd_tree": "kd-tree", "sparkbook_brute": "brute",
+                "linfa_nn_kdtree": "linfa-kdtree", "linfa_nn_balltree": "linfa-balltree"}
+PY_SYSTEMS = ["sklearn_brute", "sklearn_kd_tree", "sklearn_ball_tree", "faiss_flat", "pyspark"]
+CASES = ["diamonds", "king_county", "uniform_1m_20k_d8", "uniform_1m_20k_d32"]
+# Anchors need OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE unset (they slow a current numpy);
+# Spark's workers must use the venv's python; Spark binds loopback only.
+ANCHOR_ENV = {k: v for k, v in os.environ.items()
+              if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+ANCHOR_ENV.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+                  SPARK_LOCAL_IP="127.0.0.1")
+
+
+def measured(cmd, env=None):
+    """Runs cmd; returns (its last stdout line as JSON, peak RSS of its process tree)."""
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                        env=env, cwd=ROOT)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            try:
+                tree = [proc] + proc.children(recursive=True)
+                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.02)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, err = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_bytes"] = max(result["peak_rss_bytes"], peak[0])
+    return result
+
+
+def run_system(case, system, threads, repeats):
+    path = DATA / case
+    if system in RUST_SYSTEMS:
+        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system], "--threads", str(threads), "--repeats", str(repeats)]
+        return measured([str(c) for c in cmd])
+    cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system,
+           "--threads", str(threads), "--repeats", str(repeats)]
+    return measured([str(c) for c in cmd], env=ANCHOR_ENV)
+
+
+def load(case):
+    path = DATA / case
+    meta = json.load(open(path / "meta.json"))
+    read = lambda name: np.fromfile(path / f"{name}.f64", dtype="<f8")
+    d = meta["dim"]
+    return meta, read("train_x").reshape(-1, d), read("train_y"), read("test_x").reshape(-1, d), read("test_y")
+
+
+def oracle(X, y, Xt, k, rows):
+    """Exact predictions for the given test rows: every distance in float64, sorted
+    by (distance, training row), the mean of the first k targets."""
+    out = []
+    for i in rows:
+        dist = np.sqrt(((X - Xt[i]) ** 2).sum(axis=1))
+        order = np.lexsort((np.arange(len(X)), dist))
+        out.append(y[order[:k]].mean())
+    return np.array(out)
+
+
+def agreement(pred, want, rows):
+    got = pred[rows]
+    rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-300)
+    return float(np.mean(rel <= 1e-9)), float(rel.max())
+
+
+def gemm_peak(threads):
+    return json.loads(subprocess.run([str(RUST), "gemm", "--threads", str(threads)], check=True,
+                                     capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scaling-threads", default="1", help="extra thread counts for the scaling table")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--systems", default=",".join(list(RUST_SYSTEMS) + PY_SYSTEMS))
+    parser.add_argument("--big", action="store_true", help="add 1,000,000 x 200,000 at d = 8")
+    parser.add_argument("--oracle-rows", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
+    a = parser.parse_args()
+    cases = a.cases.split(",") + (["uniform_1m_200k_d8"] if a.big else [])
+    systems = a.systems.split(",")
+    subprocess.run([str(RUST), "prepare", "--out", str(DATA)] + (["--big"] if a.big else []), check=True)
+
+    import faiss, pyspark, sklearn
+    from threadpoolctl import threadpool_info
+    info = {
+        "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "versions": f"sklearn {sklearn.__version__}, numpy {np.__version__}, faiss-cpu {faiss.__version__}, "
+                    f"pyspark {pyspark.__version__}, python {platform.python_version()}",
+        "threads": a.threads, "gemm": gemm_peak(a.threads),
+    }
+    print(json.dumps(info), flush=True)
+    results = []
+    for case in cases:
+        meta, X, y, Xt, _ = load(case)
+        rng = np.random.default_rng(0)
+        rows = np.sort(rng.choice(len(Xt), size=min(a.oracle_rows, len(Xt)), replace=False))
+        want = oracle(X, y, Xt, meta["k"], rows)
+        del X, y, Xt
+        for threads in [a.threads] + [int(t) for t in a.scaling_threads.split(",") if t]:
+            for system in systems:
+                if threads != a.threads and system not in ("sparkbook_auto", "sklearn_kd_tree", "faiss_flat"):
+                    continue
+                r = run_system(case, system, threads, a.repeats)
+                pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
+                r["oracle_agree"], r["oracle_max_rel"] = agreement(pred, want, rows)
+                r.update(case=case, meta=meta)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        json.dump({"info": info, "results": results}, open(DATA / "results.json", "w"), indent=1)
+    growth = [json.loads(line) for line in subprocess.run(
+        [str(RUST), "growth", "--threads", str(a.threads)], check=True, capture_output=True,
+        text=True).stdout.splitlines() if line.startswith("{")]
+    json.dump({"info": info, "results": results, "growth": growth}, open(DATA / "results.json", "w"), indent=1)
+    import report
+    text = report.markdown(info, results, growth)
+    print(text)
+    if not a.no_write:
+        report.write(text, info, results, growth)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    main()
