@@ -23,8 +23,8 @@ use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use sparkbook::knn::{Algorithm, KnnRegressor};
-use sparkbook::preprocessing::StandardScaler;
 use sparkbook::prelude::*;
+use sparkbook::preprocessing::StandardScaler;
 use sparkbook::{Error, Result};
 
 const K: usize = 100;
@@ -212,7 +212,11 @@ fn read_f64(path: &Path) -> Result<Vec<f64>> {
 fn split_and_scale(df: &DataFrame, target: &str) -> Result<Case> {
     let (train, test) = train_test_split(df, 0.2, 42)?;
     let scaler = StandardScaler::fit(&train, target)?;
-    Case::from_frames(&scaler.transform(&train)?, &scaler.transform(&test)?, target)
+    Case::from_frames(
+        &scaler.transform(&train)?,
+        &scaler.transform(&test)?,
+        target,
+    )
 }
 
 /// cut, color and clarity as their ggplot2 level order, so all 9 features are numeric.
@@ -338,13 +342,7 @@ fn repeat(
     Ok((times, pred))
 }
 
-fn run(
-    dir: &Path,
-    system: System,
-    threads: usize,
-    repeats: usize,
-    long_run_s: f64,
-) -> Result<()> {
+fn run(dir: &Path, system: System, threads: usize, repeats: usize, long_run_s: f64) -> Result<()> {
     let case = Case::read(dir)?;
     let started = Instant::now();
     let sc = Session::builder()
@@ -415,7 +413,10 @@ fn run(
             (fit_s, repeat(repeats, long_run_s, predict)?)
         }
     };
-    write_f64(&dir.join(format!("pred_{}_t{threads}.f64", system.name())), &pred)?;
+    write_f64(
+        &dir.join(format!("pred_{}_t{threads}.f64", system.name())),
+        &pred,
+    )?;
     let runs: Vec<String> = times.iter().map(|t| format!("{t:.4}")).collect();
     println!(
         "{{\"system\": \"{}\", \"threads\": {threads}, \"startup_s\": {startup_s:.6}, \"fit_s\": {fit_s:.4}, \"predict_s\": {:.4}, \"runs\": [{}], \"peak_rss_bytes\": {}}}",

@@ -20,9 +20,6 @@ const TRAIN_BLOCK: usize = 256;
 /// Training block size, in bytes, for the direct (non-GEMM) loops: the block
 /// stays in L1/L2 while every query of the query block sweeps it.
 const DIRECT_BLOCK_BYTES: usize = 32 * 1024;
-/// Above this centered squared norm the GEMM terms could overflow and void
-/// the error bound, so such calls take the direct path.
-const NORM_CAP: f64 = 1e300;
 
 pub fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
     let mut out = Neighbors::for_call(train, queries, k);
@@ -70,77 +67,253 @@ fn direct<E: Exact>(e: E, train: Points, queries: Points, out: &mut Neighbors) {
     }
 }
 
+/// The precision the GEMM prefilter runs in. Its products only decide which
+/// pairs to skip, so f32 (twice the flops and half the memory traffic of f64)
+/// serves whenever its error bound stays meaningful; f64 takes the rest.
+trait Lane: Copy + PartialOrd + Default {
+    /// Unit roundoff doubled (the type's `EPSILON`).
+    const EPS: f64;
+    /// Above this centered squared norm the GEMM terms could overflow.
+    const NORM_CAP: f64;
+    /// Absolute error a subnormal product or sum can add, per term.
+    const TINY: f64;
+    fn from_f64(v: f64) -> Self;
+    /// The least value of this type that is `>= v`, so a threshold never
+    /// tightens when it is narrowed.
+    fn at_least(v: f64) -> Self;
+    /// `C = A B` into `c[i*n + j]`, with both operands stored feature by feature:
+    /// `A[i][p] = a[p*lda + i]` (`m x k`) and `B[p][j] = b[p*ldb + j]` (`k x n`).
+    /// That layout lets the GEMM's own packing copy contiguous runs; with rows
+    /// stored whole (stride k) its strided gathers took a quarter of the time.
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[Self],
+        lda: usize,
+        b: &[Self],
+        ldb: usize,
+        c: &mut [Self],
+    );
+}
+
+impl Lane for f64 {
+    const EPS: f64 = f64::EPSILON;
+    const NORM_CAP: f64 = 1e300;
+    const TINY: f64 = 0.0; // covered by the `MIN_POSITIVE` inside the limit
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn at_least(v: f64) -> Self {
+        v
+    }
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f64],
+        lda: usize,
+        b: &[f64],
+        ldb: usize,
+        c: &mut [f64],
+    ) {
+        assert!(k >= 1 && lda >= m && ldb >= n);
+        assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+        // SAFETY: matrixmultiply only exposes a raw-pointer API. With the strides
+        // below it reads a[p*lda + i] for i < m, p < k; b[p*ldb + j] for j < n,
+        // p < k; and writes c[i*n + j] for i < m, j < n: all in bounds by the asserts.
+        // beta = 0 means c is written without being read. The slices are
+        // distinct borrows, so c aliases neither input.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                1,
+                lda as isize,
+                b.as_ptr(),
+                ldb as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+}
+
+impl Lane for f32 {
+    const EPS: f64 = f32::EPSILON as f64;
+    const NORM_CAP: f64 = 1e30;
+    const TINY: f64 = f32::MIN_POSITIVE as f64;
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn at_least(v: f64) -> Self {
+        let r = v as f32; // round to nearest: at most one step below v
+        if f64::from(r) >= v || r.is_nan() || r == f32::INFINITY {
+            r
+        } else if r == 0.0 {
+            f32::from_bits(1) // the smallest positive subnormal
+        } else if r > 0.0 {
+            f32::from_bits(r.to_bits() + 1)
+        } else {
+            f32::from_bits(r.to_bits() - 1)
+        }
+    }
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+    ) {
+        assert!(k >= 1 && lda >= m && ldb >= n);
+        assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+        // SAFETY: as for `dgemm` above: every index read or written is in bounds by
+        // the assert, beta = 0 never reads c, and c aliases neither input.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                1,
+                lda as isize,
+                b.as_ptr(),
+                ldb as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+    }
+}
+
 /// Squared-norm slack factor `c` of the prefilter (see [`euclidean_gemm`]).
-fn slack(dim: usize) -> f64 {
-    4.0 * (dim as f64 + 4.0) * f64::EPSILON
+/// In f32 the inputs are also rounded to f32 once, an error of the same size as
+/// the shift's; `6` instead of `4` covers it with the same 1.5x reserve.
+fn slack<T: Lane>(dim: usize) -> f64 {
+    let factor = if T::EPS > f64::EPSILON { 6.0 } else { 4.0 };
+    factor * (dim as f64 + 4.0) * T::EPS
+}
+
+/// The precision [`euclidean_gemm`] prefilters in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Precision {
+    F32,
+    F64,
+}
+
+/// f32 while every centered squared norm stays far from f32's overflow, f64 up
+/// to f64's, none beyond (the direct path answers then).
+fn precision(train: Points, queries: Points, mu: &[f64]) -> Option<Precision> {
+    let centered_sq =
+        |row: &[f64]| -> f64 { row.iter().zip(mu).map(|(x, c)| (x - c) * (x - c)).sum() };
+    let max_sq = |p: Points| {
+        (0..p.rows)
+            .map(|i| centered_sq(p.row(i)))
+            .fold(0.0, f64::max)
+    };
+    let largest = max_sq(train).max(max_sq(queries));
+    if largest <= f32::NORM_CAP {
+        Some(Precision::F32)
+    } else if largest <= f64::NORM_CAP {
+        Some(Precision::F64)
+    } else {
+        None
+    }
 }
 
 /// Blocked GEMM prefilter plus exact rerank. Returns `false`, doing nothing,
-/// when norms are too large for the error bound to be meaningful.
-///
+/// when norms are too large for any error bound to be meaningful.
+fn euclidean_gemm(train: Points, queries: Points, out: &mut Neighbors) -> bool {
+    let mu = column_means(train);
+    match precision(train, queries, &mu) {
+        Some(Precision::F32) => prefilter::<f32>(train, queries, &mu, out),
+        Some(Precision::F64) => prefilter::<f64>(train, queries, &mu, out),
+        None => return false,
+    }
+    true
+}
+
 /// # Why skipping is exact
 /// Both sides are shifted by the training mean `mu` (any shift is valid; this
 /// one keeps norms, hence the bound, small for off-origin data). Let
-/// `u = eps/2`, `gamma_n = n u / (1 - n u)`, `x' = fl(x - mu)`,
-/// `y' = fl(y - mu)`, `N = |x'|^2 + |y'|^2`, `S` = the reference fold
+/// `u = eps/2` (of the lane type `T`), `gamma_n = n u / (1 - n u)`,
+/// `x' = fl(x - mu)`, `y' = fl(y - mu)` (then rounded to `T`),
+/// `N = |x'|^2 + |y'|^2`, `S` = the reference fold
 /// `sum_t fl((x_t - y_t)^2)` and `L` = `SqEuclid::limit(kth)`, so `S > L`
 /// implies `distance > kth` strictly. Computed:
 /// `nx = fl|x'|^2`, `ny = fl|y'|^2` (error `<= gamma_d N` each);
 /// `G = [-2x', 1] . [y', fl((1-c) ny)]` from the GEMM, in any summation order
 /// or with FMA (error `<= gamma_{d+1} (N + ny)`);
-/// `thr = fl(L - fl((1-c) nx))`; the pair is skipped iff `G > thr`.
+/// `thr = fl(L - fl((1-c) nx))`, raised to the next `T` value; the pair is
+/// skipped iff `G > thr`.
 /// Exactly, `D' = |x' - y'|^2` and `D = |x - y|^2` differ by `<= 2 eps N`
 /// (each shifted coordinate moved by `<= u|.|`), and `|S - D| <= gamma_{d+2} D
 /// <= 2 gamma_{d+2} N`. A skip needs `L < G + nx <~ 2N`, so rounding `thr`
 /// costs `<= 2uN`. Collecting terms, `G > thr` implies
 /// `S > L + c N - (2.5 d + 6.5) eps N (1 + O(eps))`, and with
 /// `c = 4 (d + 4) eps` (over 1.5x that loss) `S > L`. Underflow adds absolute
-/// errors below `d * 2^-1074`, covered by the `MIN_POSITIVE` inside `L`.
-fn euclidean_gemm(train: Points, queries: Points, out: &mut Neighbors) -> bool {
+/// errors below `d * 2^-1074` in f64, covered by the `MIN_POSITIVE` inside `L`,
+/// and below `(d + 2) * 2^-149` in f32, covered by `T::TINY` per term.
+fn prefilter<T: Lane>(train: Points, queries: Points, mu: &[f64], out: &mut Neighbors) {
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let width = dim + 1;
-    let mu = column_means(train);
-    let centered_sq =
-        |row: &[f64]| -> f64 { row.iter().zip(&mu).map(|(x, c)| (x - c) * (x - c)).sum() };
-    let fits = |p: Points| (0..p.rows).all(|i| centered_sq(p.row(i)) <= NORM_CAP);
-    if !fits(train) || !fits(queries) {
-        return false;
-    }
-    let shrink = 1.0 - slack(dim);
+    let shrink = 1.0 - slack::<T>(dim);
+    let tiny = 4.0 * (dim as f64 + 2.0) * T::TINY;
+    let threshold = |limit: f64, qnorm: f64| T::at_least(limit - shrink * qnorm + tiny);
 
-    let mut qpack = vec![0.0; QUERY_BLOCK * width];
-    let mut tpack = vec![0.0; TRAIN_BLOCK * width];
-    let mut prod = vec![0.0; QUERY_BLOCK * TRAIN_BLOCK];
+    let mut qpack = vec![T::default(); QUERY_BLOCK * width];
+    let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
+    let mut prod = vec![T::default(); QUERY_BLOCK * TRAIN_BLOCK];
     let mut qnorm = [0.0; QUERY_BLOCK];
     let mut limits = [f64::INFINITY; QUERY_BLOCK];
-    let mut thr = [f64::INFINITY; QUERY_BLOCK];
+    let mut thr = [T::from_f64(f64::INFINITY); QUERY_BLOCK];
     let mut tops: Vec<TopK> = (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect();
 
     for q0 in (0..m).step_by(QUERY_BLOCK) {
         let qn = QUERY_BLOCK.min(m - q0);
         for i in 0..qn {
-            let dst = &mut qpack[i * width..(i + 1) * width];
-            qnorm[i] = pack_row(queries.row(q0 + i), &mu, &mut dst[..dim], -2.0);
-            dst[dim] = 1.0;
+            qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_BLOCK, -2.0);
+            qpack[dim * QUERY_BLOCK + i] = T::from_f64(1.0);
         }
         limits.fill(f64::INFINITY);
-        thr.fill(f64::INFINITY);
+        thr.fill(T::from_f64(f64::INFINITY));
 
         for t0 in (0..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
             for j in 0..tn {
-                let dst = &mut tpack[j * width..(j + 1) * width];
-                let ny = pack_row(train.row(t0 + j), &mu, &mut dst[..dim], 1.0);
-                dst[dim] = shrink * ny;
+                let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
+                tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
             }
-            gemm_abt(qn, width, tn, &qpack, &tpack, &mut prod);
+            T::gemm(
+                qn,
+                width,
+                tn,
+                &qpack,
+                QUERY_BLOCK,
+                &tpack,
+                TRAIN_BLOCK,
+                &mut prod,
+            );
 
             for i in 0..qn {
                 let q = queries.row(q0 + i);
                 let g = &prod[i * tn..(i + 1) * tn];
                 for (c, chunk) in g.chunks(8).enumerate() {
                     // Branch-free test of a whole chunk so the common case
-                    // (nothing passes) vectorises. NORM_CAP keeps every
+                    // (nothing passes) vectorises. The norm cap keeps every
                     // product finite, so `<=` is exactly "not provably out".
                     let t = thr[i];
                     if !chunk.iter().fold(false, |any, &v| any | (v <= t)) {
@@ -154,7 +327,7 @@ fn euclidean_gemm(train: Points, queries: Points, out: &mut Neighbors) -> bool {
                         if let Some(d) = SqEuclid.within(q, train.row(j), limits[i]) {
                             if tops[i].push(d, j as u32) {
                                 limits[i] = SqEuclid.limit(tops[i].kth(), dim);
-                                thr[i] = limits[i] - shrink * qnorm[i];
+                                thr[i] = threshold(limits[i], qnorm[i]);
                             }
                         }
                     }
@@ -165,17 +338,16 @@ fn euclidean_gemm(train: Points, queries: Points, out: &mut Neighbors) -> bool {
             out.store(q0 + i, top);
         }
     }
-    true
 }
 
 /// Writes `scale * fl(x - mu)` (scale is a power of two, so exact) and
 /// returns `fl|x - mu|^2`, the quantities the error bound is stated for.
-fn pack_row(x: &[f64], mu: &[f64], dst: &mut [f64], scale: f64) -> f64 {
+fn pack_row<T: Lane>(x: &[f64], mu: &[f64], dst: &mut [T], stride: usize, scale: f64) -> f64 {
     let mut sq = 0.0;
-    for ((d, &v), &c) in dst.iter_mut().zip(x).zip(mu) {
+    for ((d, &v), &c) in dst.iter_mut().step_by(stride).zip(x).zip(mu) {
         let s = v - c;
         sq += s * s;
-        *d = scale * s;
+        *d = T::from_f64(scale * s);
     }
     sq
 }
@@ -192,32 +364,113 @@ fn column_means(p: Points) -> Vec<f64> {
     mu
 }
 
-/// `c[..m*n] = a * b^T` with `a` as `m x k` and `b` as `n x k`, both
-/// row-major: the training block is packed row-wise and read transposed
-/// through strides, so no transpose copy is made.
-fn gemm_abt(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], c: &mut [f64]) {
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    // SAFETY: matrixmultiply only exposes a raw-pointer API. With the strides
-    // below it reads a[i*k + p] for i < m, p < k; b[j*k + p] for j < n, p < k;
-    // and writes c[i*n + j] for i < m, j < n: all in bounds by the assert.
-    // beta = 0 means c is written without being read. The slices are
-    // distinct borrows, so c aliases neither input.
-    unsafe {
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The narrowed threshold is the least f32 at or above the f64 one.
+        #[test]
+        fn at_least_is_the_least_f32_not_below(bits in any::<u64>()) {
+            let v = f64::from_bits(bits);
+            prop_assume!(v.is_finite() && v.abs() < f64::from(f32::MAX));
+            let r = f32::at_least(v);
+            prop_assert!(f64::from(r) >= v);
+            let below = if r > 0.0 {
+                f32::from_bits(r.to_bits() - 1)
+            } else if r == 0.0 {
+                -f32::from_bits(1)
+            } else {
+                f32::from_bits(r.to_bits() + 1)
+            };
+            prop_assert!(f64::from(below) < v, "{below} is not below {v}");
+        }
+    }
+
+    /// Training rows on a sphere around the query, their radii 1e-10 apart: f32
+    /// rounding alone would misorder them, so only the error margin keeps the
+    /// f32 prefilter from skipping a true neighbour (this fails with `slack` 0).
+    #[test]
+    fn f32_prefilter_keeps_near_ties_on_a_sphere() {
+        let (n, dim, k) = (2000, 32, 50);
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut unit = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let centre: Vec<f64> = (0..dim).map(|t| 0.3 + t as f64 * 0.01).collect();
+        let mut train = Vec::with_capacity(n * dim);
+        for i in 0..n {
+            let dir: Vec<f64> = (0..dim).map(|_| unit()).collect();
+            let norm = dir.iter().map(|v| v * v).sum::<f64>().sqrt();
+            // Radii in a scrambled order, so the heap fills with far rows first.
+            let radius = 1.0 + ((i * 7919) % n) as f64 * 1e-10;
+            // Every other row moves 2 per coordinate away: out of the running, but
+            // it pulls the training mean off the query, so the GEMM's products
+            // (and their f32 rounding) are large next to the radii's spread.
+            let shift = if i % 2 == 1 { 2.0 } else { 0.0 };
+            train.extend(
+                dir.iter()
+                    .zip(&centre)
+                    .map(|(v, c)| c + shift + v / norm * radius),
+            );
+        }
+        let (tp, qp) = (Points::new(&train, n, dim), Points::new(&centre, 1, dim));
+        assert_eq!(precision(tp, qp, &column_means(tp)), Some(Precision::F32));
+        let mut all: Vec<(f64, u32)> = (0..n)
+            .map(|j| {
+                (
+                    super::super::distance(Metric::Euclidean, &centre, tp.row(j)),
+                    j as u32,
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let want: Vec<u32> = all[..k].iter().map(|e| e.1).collect();
+        assert_eq!(brute_knn(tp, qp, k, Metric::Euclidean).indices, want);
+    }
+
+    /// Each scale of data takes the precision meant for it, and every one equals
+    /// the sort-everything answer, including rows f32 cannot tell apart.
+    #[test]
+    fn each_precision_stays_exact() {
+        let (n, m, dim, k) = (600, 30, 32, 20);
+        for (scale, want) in [
+            (1.0, Some(Precision::F32)),
+            (1e16, Some(Precision::F64)),
+            (1e160, None),
+        ] {
+            // Rows of 0..3 plus offsets of 1e-9: distinct in f64, equal in f32.
+            let value = |i: usize, t: usize| {
+                scale * (((i * 7 + t * 13) % 3) as f64 + ((i * 31 + t) % 5) as f64 * 1e-9)
+            };
+            let train: Vec<f64> = (0..n * dim).map(|x| value(x / dim, x % dim)).collect();
+            let queries: Vec<f64> = (0..m * dim)
+                .map(|x| value(x / dim * 17 + 3, x % dim))
+                .collect();
+            let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
+            assert_eq!(precision(tp, qp, &column_means(tp)), want, "scale {scale}");
+            let got = brute_knn(tp, qp, k, Metric::Euclidean);
+            for qi in 0..m {
+                let mut all: Vec<(f64, u32)> = (0..n)
+                    .map(|j| {
+                        (
+                            super::super::distance(Metric::Euclidean, qp.row(qi), tp.row(j)),
+                            j as u32,
+                        )
+                    })
+                    .collect();
+                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let idx: Vec<u32> = all[..k].iter().map(|e| e.1).collect();
+                assert_eq!(
+                    &got.indices[qi * k..(qi + 1) * k],
+                    &idx[..],
+                    "scale {scale} query {qi}"
+                );
+            }
+        }
     }
 }
