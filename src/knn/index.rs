@@ -13,7 +13,7 @@ use ndarray::{ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use super::features::Matrix;
-use super::kernel::{self, KdTree, Metric, Neighbors, Points};
+use super::kernel::{self, Brute, KdTree, Metric, Neighbors, Points};
 use super::params::Algorithm;
 use crate::error::{Error, Result};
 
@@ -32,6 +32,8 @@ pub(crate) struct Index {
     leaf_size: usize,
     #[serde(skip)]
     tree: OnceLock<Arc<KdTree>>,
+    #[serde(skip)]
+    brute: OnceLock<Arc<Brute>>,
 }
 
 impl Clone for Index {
@@ -40,12 +42,17 @@ impl Clone for Index {
         if let Some(t) = self.tree.get() {
             let _ = tree.set(Arc::clone(t));
         }
+        let brute = OnceLock::new();
+        if let Some(b) = self.brute.get() {
+            let _ = brute.set(Arc::clone(b));
+        }
         Index {
             train: Arc::clone(&self.train),
             metric: self.metric,
             algorithm: self.algorithm,
             leaf_size: self.leaf_size,
             tree,
+            brute,
         }
     }
 }
@@ -88,6 +95,7 @@ impl Index {
             algorithm,
             leaf_size,
             tree: OnceLock::new(),
+            brute: OnceLock::new(),
         };
         if algorithm == Algorithm::KdTree {
             index.kd_tree();
@@ -169,7 +177,10 @@ impl Index {
             Algorithm::KdTree => self.kd_tree().knn(self.points(), q, k, self.metric),
             Algorithm::BallTree => self.ball_tree_search(queries, k)?,
             Algorithm::Brute | Algorithm::Auto => {
-                kernel::brute_knn(self.points(), q, k, self.metric)
+                let brute = self
+                    .brute
+                    .get_or_init(|| Arc::new(Brute::new(self.points())));
+                brute.knn(self.points(), q, k, self.metric)
             }
         })
     }

@@ -10,31 +10,89 @@
 use super::metric::{CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid};
 use super::select::{Neighbors, TopK};
 
-/// Queries per block. With [`TRAIN_BLOCK`] this makes a 512 KiB product that
-/// stays in L2 while it is scanned; a wide query block amortises packing each
-/// training block and the per-call GEMM overhead (256 x 256 measured fastest
-/// of 64..512 x 128..1024 at d = 9 and 32).
-const QUERY_BLOCK: usize = 256;
+/// Queries per block. With [`TRAIN_BLOCK`] this makes a product of 512 KiB
+/// (f32) that stays in L2 while it is scanned. Each query block streams the
+/// whole training matrix once to pack it, so a wide block matters more than the
+/// GEMM's shape: 512 x 256 was ~30% faster than 256 x 256 at 200k x 4k, d = 32,
+/// where memory traffic, not flops, had become the limit.
+const QUERY_BLOCK: usize = 512;
 /// Training rows per GEMM block.
 const TRAIN_BLOCK: usize = 256;
 /// Training block size, in bytes, for the direct (non-GEMM) loops: the block
 /// stays in L1/L2 while every query of the query block sweeps it.
 const DIRECT_BLOCK_BYTES: usize = 32 * 1024;
 
-pub fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
-    let mut out = Neighbors::for_call(train, queries, k);
-    match metric {
-        Metric::Euclidean => {
-            if !euclidean_gemm(train, queries, &mut out) {
-                direct(SqEuclid, train, queries, &mut out);
-            }
-        }
-        Metric::Manhattan => direct(L1, train, queries, &mut out),
-        Metric::Chebyshev => direct(LInf, train, queries, &mut out),
-        Metric::Minkowski(p) => direct(Lp(p), train, queries, &mut out),
-        Metric::Cosine => direct(CosineDist, train, queries, &mut out),
+/// What the Euclidean prefilter needs to know of a training set: its column
+/// means and largest centered squared norm. Each costs a pass over the training
+/// rows, which a call per small partition would otherwise repeat every time, so
+/// an index computes them once.
+#[derive(Clone, Debug)]
+pub(crate) struct Brute {
+    mu: Vec<f64>,
+    train_max_sq: f64,
+}
+
+impl Brute {
+    pub(crate) fn new(train: Points) -> Brute {
+        let mu = column_means(train);
+        let train_max_sq = max_centered_sq(train, &mu);
+        Brute { mu, train_max_sq }
     }
-    out
+
+    /// The exact k nearest training rows of every query. `train` must be the
+    /// matrix `self` was built from.
+    pub(crate) fn knn(
+        &self,
+        train: Points,
+        queries: Points,
+        k: usize,
+        metric: Metric,
+    ) -> Neighbors {
+        debug_assert_eq!(self.mu.len(), train.dim, "Brute::knn: another training set");
+        let mut out = Neighbors::for_call(train, queries, k);
+        match metric {
+            Metric::Euclidean => {
+                if !self.euclidean_gemm(train, queries, &mut out) {
+                    direct(SqEuclid, train, queries, &mut out);
+                }
+            }
+            Metric::Manhattan => direct(L1, train, queries, &mut out),
+            Metric::Chebyshev => direct(LInf, train, queries, &mut out),
+            Metric::Minkowski(p) => direct(Lp(p), train, queries, &mut out),
+            Metric::Cosine => direct(CosineDist, train, queries, &mut out),
+        }
+        out
+    }
+
+    /// f32 while every centered squared norm stays far from f32's overflow, f64
+    /// up to f64's, none beyond (the direct path answers then).
+    fn precision(&self, queries: Points) -> Option<Precision> {
+        let largest = self.train_max_sq.max(max_centered_sq(queries, &self.mu));
+        if largest <= f32::NORM_CAP {
+            Some(Precision::F32)
+        } else if largest <= f64::NORM_CAP {
+            Some(Precision::F64)
+        } else {
+            None
+        }
+    }
+
+    /// Blocked GEMM prefilter plus exact rerank. Returns `false`, doing nothing,
+    /// when norms are too large for any error bound to be meaningful.
+    fn euclidean_gemm(&self, train: Points, queries: Points, out: &mut Neighbors) -> bool {
+        match self.precision(queries) {
+            Some(Precision::F32) => prefilter::<f32>(train, queries, &self.mu, out),
+            Some(Precision::F64) => prefilter::<f64>(train, queries, &self.mu, out),
+            None => return false,
+        }
+        true
+    }
+}
+
+/// Exact brute force in one call, its training statistics computed on the spot.
+#[cfg(test)]
+pub(crate) fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
+    Brute::new(train).knn(train, queries, k, metric)
 }
 
 /// Exact distances for every pair, blocked so a training block is reused by a
@@ -199,7 +257,7 @@ impl Lane for f32 {
     }
 }
 
-/// Squared-norm slack factor `c` of the prefilter (see [`euclidean_gemm`]).
+/// Squared-norm slack factor `c` of the prefilter (see [`prefilter`]).
 /// In f32 the inputs are also rounded to f32 once, an error of the same size as
 /// the shift's; `6` instead of `4` covers it with the same 1.5x reserve.
 fn slack<T: Lane>(dim: usize) -> f64 {
@@ -207,43 +265,23 @@ fn slack<T: Lane>(dim: usize) -> f64 {
     factor * (dim as f64 + 4.0) * T::EPS
 }
 
-/// The precision [`euclidean_gemm`] prefilters in.
+/// The precision [`Brute::euclidean_gemm`] prefilters in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Precision {
     F32,
     F64,
 }
 
-/// f32 while every centered squared norm stays far from f32's overflow, f64 up
-/// to f64's, none beyond (the direct path answers then).
-fn precision(train: Points, queries: Points, mu: &[f64]) -> Option<Precision> {
-    let centered_sq =
-        |row: &[f64]| -> f64 { row.iter().zip(mu).map(|(x, c)| (x - c) * (x - c)).sum() };
-    let max_sq = |p: Points| {
-        (0..p.rows)
-            .map(|i| centered_sq(p.row(i)))
-            .fold(0.0, f64::max)
-    };
-    let largest = max_sq(train).max(max_sq(queries));
-    if largest <= f32::NORM_CAP {
-        Some(Precision::F32)
-    } else if largest <= f64::NORM_CAP {
-        Some(Precision::F64)
-    } else {
-        None
-    }
-}
-
-/// Blocked GEMM prefilter plus exact rerank. Returns `false`, doing nothing,
-/// when norms are too large for any error bound to be meaningful.
-fn euclidean_gemm(train: Points, queries: Points, out: &mut Neighbors) -> bool {
-    let mu = column_means(train);
-    match precision(train, queries, &mu) {
-        Some(Precision::F32) => prefilter::<f32>(train, queries, &mu, out),
-        Some(Precision::F64) => prefilter::<f64>(train, queries, &mu, out),
-        None => return false,
-    }
-    true
+fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
+    (0..p.rows)
+        .map(|i| {
+            p.row(i)
+                .iter()
+                .zip(mu)
+                .map(|(x, c)| (x - c) * (x - c))
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
 }
 
 /// # Why skipping is exact
@@ -419,7 +457,7 @@ mod tests {
             );
         }
         let (tp, qp) = (Points::new(&train, n, dim), Points::new(&centre, 1, dim));
-        assert_eq!(precision(tp, qp, &column_means(tp)), Some(Precision::F32));
+        assert_eq!(Brute::new(tp).precision(qp), Some(Precision::F32));
         let mut all: Vec<(f64, u32)> = (0..n)
             .map(|j| {
                 (
@@ -452,7 +490,7 @@ mod tests {
                 .map(|x| value(x / dim * 17 + 3, x % dim))
                 .collect();
             let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
-            assert_eq!(precision(tp, qp, &column_means(tp)), want, "scale {scale}");
+            assert_eq!(Brute::new(tp).precision(qp), want, "scale {scale}");
             let got = brute_knn(tp, qp, k, Metric::Euclidean);
             for qi in 0..m {
                 let mut all: Vec<(f64, u32)> = (0..n)

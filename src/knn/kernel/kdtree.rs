@@ -12,6 +12,8 @@
 //! guard is needed. Minkowski's `powf` carries an explicit margin instead
 //! (see `Lp::limit`).
 
+use super::brute::Brute;
+#[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold};
 use super::select::{Neighbors, TopK};
@@ -42,6 +44,8 @@ pub struct KdTree {
     nodes: Vec<Node>,
     /// Per node, `dim` lower then `dim` upper box coordinates.
     boxes: Vec<f64>,
+    /// The brute force a call hands over to when the tree would not pay off.
+    brute: Brute,
 }
 
 impl KdTree {
@@ -58,6 +62,7 @@ impl KdTree {
             perm: (0..rows).collect(),
             nodes: Vec::new(),
             boxes: Vec::new(),
+            brute: Brute::new(train),
         };
         tree.build_node(train, 0, train.rows, leaf_size.max(1));
         tree
@@ -119,7 +124,7 @@ impl KdTree {
         if tree_paid_off {
             out
         } else {
-            brute_knn(train, queries, k, metric)
+            self.brute.knn(train, queries, k, metric)
         }
     }
 

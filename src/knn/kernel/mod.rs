@@ -7,6 +7,8 @@ mod kdtree;
 mod metric;
 mod select;
 
+pub(crate) use brute::Brute;
+#[cfg(test)]
 pub(crate) use brute::brute_knn;
 pub(crate) use kdtree::KdTree;
 pub use metric::Metric;

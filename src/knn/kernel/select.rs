@@ -4,8 +4,6 @@
 //! data alone, so kernels may visit points in any order (kd-tree) and still
 //! agree with the sort-everything oracle.
 
-use std::cmp::Ordering;
-
 use super::metric::Points;
 
 /// Result for m queries: row-major `m x k`; distances ascending; ties broken
@@ -48,17 +46,28 @@ impl Neighbors {
     }
 }
 
-/// `(distance, training index)`, compared lexicographically.
-type Entry = (f64, u32);
+/// `(distance, training index)` packed into one integer whose order is the
+/// lexicographic one, with distances in `total_cmp` order (the IEEE order here:
+/// distances are never NaN, though cosine's can be a rounding below zero). One
+/// integer compare replaces a float compare plus a tie-break in the heap's
+/// inner loop.
+type Entry = u128;
+
+const SIGN: u64 = 1 << 63;
 
 #[inline(always)]
-fn worse(a: Entry, b: Entry) -> bool {
-    // Distances are never NaN and every fold starts from +0.0, so total_cmp
-    // is the IEEE order here, and it compiles to integer compares.
-    match a.0.total_cmp(&b.0) {
-        Ordering::Equal => a.1 > b.1,
-        o => o == Ordering::Greater,
-    }
+fn entry(dist: f64, idx: u32) -> Entry {
+    let b = dist.to_bits();
+    // Negative floats order backwards by their bits: flip them all; flip only the
+    // sign of the others so they sort above every negative one.
+    let key = if b & SIGN != 0 { !b } else { b | SIGN };
+    (u128::from(key) << 32) | u128::from(idx)
+}
+
+#[inline(always)]
+fn dist_of(e: Entry) -> f64 {
+    let key = (e >> 32) as u64;
+    f64::from_bits(if key & SIGN != 0 { key & !SIGN } else { !key })
 }
 
 /// A max-heap of the k best entries seen so far, rooted at the worst, so the
@@ -84,7 +93,7 @@ impl TopK {
         if self.heap.len() < self.k {
             f64::INFINITY
         } else {
-            self.heap[0].0
+            dist_of(self.heap[0])
         }
     }
 
@@ -92,12 +101,12 @@ impl TopK {
     /// shrunk and any bound derived from it should be refreshed).
     #[inline]
     pub(crate) fn push(&mut self, dist: f64, idx: u32) -> bool {
-        let e = (dist, idx);
+        let e = entry(dist, idx);
         if self.heap.len() < self.k {
             self.heap.push(e);
             self.sift_up(self.heap.len() - 1);
             true
-        } else if worse(self.heap[0], e) {
+        } else if e < self.heap[0] {
             self.heap[0] = e;
             self.sift_down(0);
             true
@@ -110,7 +119,7 @@ impl TopK {
         let h = &mut self.heap;
         while i > 0 {
             let parent = (i - 1) / 2;
-            if !worse(h[i], h[parent]) {
+            if h[i] <= h[parent] {
                 break;
             }
             h.swap(i, parent);
@@ -121,30 +130,32 @@ impl TopK {
     fn sift_down(&mut self, mut i: usize) {
         let h = &mut self.heap;
         let n = h.len();
+        let moving = h[i];
+        // Moves the hole down instead of swapping at every level.
         loop {
             let l = 2 * i + 1;
             if l >= n {
                 break;
             }
             let r = l + 1;
-            let c = if r < n && worse(h[r], h[l]) { r } else { l };
-            if !worse(h[c], h[i]) {
+            let c = if r < n && h[r] > h[l] { r } else { l };
+            if h[c] <= moving {
                 break;
             }
-            h.swap(i, c);
+            h[i] = h[c];
             i = c;
         }
+        h[i] = moving;
     }
 
     /// Writes the entries best-first and empties the heap for the next query.
     pub(crate) fn drain_sorted(&mut self, dist: &mut [f64], idx: &mut [u32]) {
         debug_assert_eq!(self.heap.len(), dist.len());
         // Indices are distinct, so the order is total and unstable sort is exact.
-        self.heap
-            .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        for ((d, i), &(ed, ei)) in dist.iter_mut().zip(idx.iter_mut()).zip(&self.heap) {
-            *d = ed;
-            *i = ei;
+        self.heap.sort_unstable();
+        for ((d, i), &e) in dist.iter_mut().zip(idx.iter_mut()).zip(&self.heap) {
+            *d = dist_of(e);
+            *i = e as u32;
         }
         self.heap.clear();
     }
@@ -152,10 +163,23 @@ impl TopK {
 
 #[cfg(test)]
 mod tests {
-    use super::TopK;
+    use super::{TopK, dist_of, entry};
     use proptest::prelude::*;
 
     proptest! {
+        /// The packed key orders as `(total_cmp, index)` and gives the distance
+        /// back bit for bit, negative and signed zeros included.
+        #[test]
+        fn packed_entries_order_as_pairs(
+            a in any::<f64>(), b in any::<f64>(), i in any::<u32>(), j in any::<u32>(),
+        ) {
+            prop_assume!(!a.is_nan() && !b.is_nan());
+            let want = a.total_cmp(&b).then(i.cmp(&j));
+            prop_assert_eq!(entry(a, i).cmp(&entry(b, j)), want);
+            prop_assert_eq!(dist_of(entry(a, i)).to_bits(), a.to_bits());
+            prop_assert_eq!(entry(a, i) as u32, i);
+        }
+
         #[test]
         fn matches_sort(ds in prop::collection::vec(0u8..6, 1..300), k in 1usize..50) {
             let k = k.min(ds.len());
