@@ -58,6 +58,9 @@ enum Command {
         /// Runs after the first are skipped once one run took longer than this.
         #[arg(long, default_value_t = 60.0)]
         long_run_s: f64,
+        /// Leaf size of sparkbook's k-d tree (sklearn's default, 30).
+        #[arg(long, default_value_t = 30)]
+        leaf_size: usize,
     },
     /// The machine's GEMM rate (matrixmultiply, 1024^3 per thread, all threads at
     /// once): the yardstick for the brute-force kernel's flops.
@@ -342,7 +345,20 @@ fn repeat(
     Ok((times, pred))
 }
 
-fn run(dir: &Path, system: System, threads: usize, repeats: usize, long_run_s: f64) -> Result<()> {
+struct RunOptions {
+    threads: usize,
+    repeats: usize,
+    long_run_s: f64,
+    leaf_size: usize,
+}
+
+fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
+    let RunOptions {
+        threads,
+        repeats,
+        long_run_s,
+        leaf_size,
+    } = o;
     let case = Case::read(dir)?;
     let started = Instant::now();
     let sc = Session::builder()
@@ -362,6 +378,7 @@ fn run(dir: &Path, system: System, threads: usize, repeats: usize, long_run_s: f
             let started = Instant::now();
             let model = KnnRegressor::params(K)
                 .algorithm(algorithm)
+                .leaf_size(leaf_size)
                 .fit_frame(&train, "price")?;
             let fit_s = started.elapsed().as_secs_f64();
             drop(train);
@@ -502,7 +519,17 @@ fn main() -> Result<()> {
             threads,
             repeats,
             long_run_s,
-        } => run(&case, system, threads, repeats, long_run_s),
+            leaf_size,
+        } => run(
+            &case,
+            system,
+            RunOptions {
+                threads,
+                repeats,
+                long_run_s,
+                leaf_size,
+            },
+        ),
         Command::Gemm { threads } => gemm(threads),
         Command::Growth { threads, queries } => growth(threads, queries),
     }

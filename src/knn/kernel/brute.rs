@@ -143,16 +143,7 @@ trait Lane: Copy + PartialOrd + Default {
     /// `A[i][p] = a[p*lda + i]` (`m x k`) and `B[p][j] = b[p*ldb + j]` (`k x n`).
     /// That layout lets the GEMM's own packing copy contiguous runs; with rows
     /// stored whole (stride k) its strided gathers took a quarter of the time.
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[Self],
-        lda: usize,
-        b: &[Self],
-        ldb: usize,
-        c: &mut [Self],
-    );
+    fn gemm(shape: (usize, usize, usize), a: (&[Self], usize), b: (&[Self], usize), c: &mut [Self]);
 }
 
 impl Lane for f64 {
@@ -166,13 +157,9 @@ impl Lane for f64 {
         v
     }
     fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f64],
-        lda: usize,
-        b: &[f64],
-        ldb: usize,
+        (m, k, n): (usize, usize, usize),
+        (a, lda): (&[f64], usize),
+        (b, ldb): (&[f64], usize),
         c: &mut [f64],
     ) {
         assert!(k >= 1 && lda >= m && ldb >= n);
@@ -223,13 +210,9 @@ impl Lane for f32 {
         }
     }
     fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
+        (m, k, n): (usize, usize, usize),
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
         c: &mut [f32],
     ) {
         assert!(k >= 1 && lda >= m && ldb >= n);
@@ -336,13 +319,9 @@ fn prefilter<T: Lane>(train: Points, queries: Points, mu: &[f64], out: &mut Neig
                 tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
             }
             T::gemm(
-                qn,
-                width,
-                tn,
-                &qpack,
-                QUERY_BLOCK,
-                &tpack,
-                TRAIN_BLOCK,
+                (qn, width, tn),
+                (&qpack, QUERY_BLOCK),
+                (&tpack, TRAIN_BLOCK),
                 &mut prod,
             );
 
