@@ -42,10 +42,11 @@ ANCHOR_ENV.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.execu
                   SPARK_LOCAL_IP="127.0.0.1")
 
 
-def measured(cmd, env=None):
-    """Runs cmd; returns (its last stdout line as JSON, peak RSS of its process tree)."""
+def measured(cmd, env=None, limit_s=None):
+    """Runs cmd; returns its last stdout line as JSON, with the peak RSS of its process
+    tree. A run past limit_s is stopped and reported as {"stopped_after_s": limit_s}."""
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                        env=env, cwd=ROOT)
+                        env=env, cwd=ROOT, start_new_session=True)
     peak = [0]
 
     def sample():
@@ -58,7 +59,14 @@ def measured(cmd, env=None):
             time.sleep(0.02)
     sampler = threading.Thread(target=sample)
     sampler.start()
-    out, err = proc.communicate()
+    try:
+        out, err = proc.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        for p in [proc] + proc.children(recursive=True):
+            p.kill()
+        proc.communicate()
+        sampler.join()
+        return {"stopped_after_s": limit_s, "peak_rss_bytes": peak[0]}
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
@@ -67,14 +75,15 @@ def measured(cmd, env=None):
     return result
 
 
-def run_system(case, system, threads, repeats):
+def run_system(case, system, threads, repeats, limit_s):
     path = DATA / case
     if system in RUST_SYSTEMS:
-        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system], "--threads", str(threads), "--repeats", str(repeats)]
-        return measured([str(c) for c in cmd])
+        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system], "--threads",
+               str(threads), "--repeats", str(repeats)]
+        return measured([str(c) for c in cmd], limit_s=limit_s)
     cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system,
            "--threads", str(threads), "--repeats", str(repeats)]
-    return measured([str(c) for c in cmd], env=ANCHOR_ENV)
+    return measured([str(c) for c in cmd], env=ANCHOR_ENV, limit_s=limit_s)
 
 
 def load(case):
@@ -116,6 +125,8 @@ def main():
     parser.add_argument("--systems", default=",".join(list(RUST_SYSTEMS) + PY_SYSTEMS))
     parser.add_argument("--big", action="store_true", help="add 1,000,000 x 200,000 at d = 8")
     parser.add_argument("--linfa-everywhere", action="store_true", help="run linfa-nn at d >= 32 too")
+    parser.add_argument("--limit-s", type=float, default=150.0,
+                        help="stop a system's process after this long (sklearn's trees at d = 32)")
     parser.add_argument("--oracle-rows", type=int, default=200)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
     a = parser.parse_args()
@@ -146,10 +157,11 @@ def main():
                     continue
                 if system.startswith("linfa_nn") and meta["dim"] >= 32 and not a.linfa_everywhere:
                     continue  # see LINFA_NOTE
-                r = run_system(case, system, threads, a.repeats)
-                pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
-                r["oracle_agree"], r["oracle_max_rel"] = agreement(pred, want, rows)
-                r.update(case=case, meta=meta)
+                r = run_system(case, system, threads, a.repeats, a.limit_s)
+                r.update(system=system, threads=threads, case=case, meta=meta)
+                if "stopped_after_s" not in r:
+                    pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
+                    r["oracle_agree"], r["oracle_max_rel"] = agreement(pred, want, rows)
                 results.append(r)
                 print(json.dumps(r), flush=True)
         json.dump({"info": info, "results": results}, open(DATA / "results.json", "w"), indent=1)

@@ -30,6 +30,8 @@ def fmt_ratio(x):
 
 def markdown(info, results, growth):
     main = info["threads"]
+    stopped = [r for r in results if "stopped_after_s" in r]
+    results = [r for r in results if "stopped_after_s" not in r]
     by = {(r["case"], r["system"], r["threads"]): r for r in results}
     cases = list(dict.fromkeys(r["case"] for r in results))
     gemm = info["gemm"]
@@ -40,9 +42,10 @@ def markdown(info, results, growth):
            "", "Predict times (median of the runs); ratio = the other system's time / sparkbook `Auto`'s, "
            "so above 1x means sparkbook is faster. The seed job rows time broadcast -> parallelize -> "
            "map_partitions -> collect; \"with start-up\" adds the engine's start (Session / SparkContext) "
-           "and the model's fit.", "",
+           "and the model's fit. Memory: the whole run's peak holds the training frame and the model's "
+           "own row-major copy at once (the fit); the predict phase is measured after the frame is dropped.", "",
            "| case | n_train x n_test x d | sparkbook `Auto` (s) | fastest sklearn (s) | ratio | faiss flat (s) | ratio "
-           "| PySpark job (s) | ratio | with start-up: sparkbook / PySpark (s) | ratio | sparkbook peak RSS / (train + test + output) |",
+           "| PySpark job (s) | ratio | with start-up: sparkbook / PySpark (s) | ratio | sparkbook peak RSS / (train + test + output): whole run / predict phase |",
            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for case in cases:
         ours = by.get((case, "sparkbook_auto", main))
@@ -60,9 +63,10 @@ def markdown(info, results, growth):
         total = lambda r: r["startup_s"] + r["fit_s"] + r["predict_s"]
         start = (f"{total(ours):.3f} / {total(ps):.1f}", fmt_ratio(total(ps) / total(ours))) if ps else ("-", "-")
         mem = ours["peak_rss_bytes"] / data_bytes(meta)
+        mem_predict = ours.get("predict_peak_rss_bytes", ours["peak_rss_bytes"]) / data_bytes(meta)
         out.append(f"| {case} | {meta['n_train']:,} x {meta['n_test']:,} x {meta['dim']} | **{t:.3f}** | "
                    f"{' | '.join(sk_cell)} | {' | '.join(cell(fa))} | {' | '.join(cell(ps))} | "
-                   f"{' | '.join(start)} | {mem:.2f}x |")
+                   f"{' | '.join(start)} | {mem:.2f}x / {mem_predict:.2f}x |")
     for case in cases:
         rows = [r for r in results if r["case"] == case and r["threads"] == main]
         if not rows:
@@ -76,8 +80,11 @@ def markdown(info, results, growth):
                 "|---|--:|--:|--:|--:|--:|--:|"]
         for r in rows:
             ratio = fmt_ratio(r["predict_s"] / ours["predict_s"]) if ours else "-"
+            rss = f"{r['peak_rss_bytes'] / 1e6:.0f}"
+            if "predict_peak_rss_bytes" in r:
+                rss += f" ({r['predict_peak_rss_bytes'] / 1e6:.0f} predicting)"
             out.append(f"| {NAMES.get(r['system'], r['system'])} | {r['fit_s']:.3f} | {r['predict_s']:.3f} | "
-                       f"{len(r['runs'])} | {r['peak_rss_bytes'] / 1e6:.0f} | {ratio} | "
+                       f"{len(r['runs'])} | {rss} | {ratio} | "
                        f"{r['oracle_agree']:.1%} (max rel. diff {r['oracle_max_rel']:.0e}) |")
         brute = by.get((case, "sparkbook_brute", main))
         if brute and meta["dim"] >= 32:
@@ -103,6 +110,9 @@ def markdown(info, results, growth):
         for g in growth:
             ns = g["predict_s"] / (g["n_train"] * g["n_test"]) * 1e9
             out.append(f"| {g['n_train']:,} | {g['dim']} | {g['algorithm']} | {g['predict_s']:.3f} | {ns:.3f} |")
+    for r in stopped:
+        out += ["", f"{NAMES.get(r['system'], r['system'])} on {r['case']} ({r['threads']} threads) was stopped "
+                    f"after {r['stopped_after_s']:.0f} s without finishing one predict."]
     out += ["", "Chart: [benches/compare.html](benches/compare.html) (predict time per system and case, log scale; "
                 "cost growth)."]
     return "\n".join(out)
@@ -116,7 +126,8 @@ def chart(results, growth, main):
     fig = make_subplots(rows=2, cols=1, subplot_titles=(
         "predict time, k = 100 (log scale, lower is better)", "sparkbook Auto: time against n_train and d"))
     for s in systems:
-        rs = {r["case"]: r["predict_s"] for r in results if r["system"] == s and r["threads"] == main}
+        rs = {r["case"]: r["predict_s"] for r in results
+              if r["system"] == s and r["threads"] == main and "predict_s" in r}
         fig.add_trace(go.Bar(name=NAMES.get(s, s).replace("*", "").replace("`", ""), x=cases,
                              y=[rs.get(c) for c in cases]), row=1, col=1)
     fig.update_yaxes(type="log", title_text="seconds", row=1, col=1)

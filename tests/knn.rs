@@ -362,3 +362,34 @@ fn models_are_send_sync_and_broadcastable() {
     assert_send_sync::<KnnClassifier<String>>();
     assert_send_sync::<KnnClassifier<i64>>();
 }
+
+/// The k-d tree stores the rows in its leaf order; a saved model must still hold
+/// them in the order they were given, and indices must survive the round trip.
+#[test]
+fn saved_tree_model_keeps_row_order_and_indices() {
+    let dir = std::env::temp_dir().join(format!("sparkbook-order-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = Array2::from_shape_fn((300, 3), |(i, j)| ((i * 37 + j * 11) % 17) as f64);
+    let y = Array1::from_shape_fn(300, |i| i as f64);
+    let model = KnnRegressor::params(5)
+        .algorithm(Algorithm::KdTree)
+        .fit(&linfa::Dataset::new(x.clone(), y))
+        .unwrap();
+    let path = dir.join("tree.json");
+    model.save(&path).unwrap();
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let saved: Vec<f64> = file["model"]["core"]["index"]["train"]["data"]
+        .as_array()
+        .expect("the saved training matrix")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(saved, x.iter().copied().collect::<Vec<_>>());
+    let back = KnnRegressor::load(&path).unwrap();
+    let queries = Array2::from_shape_fn((40, 3), |(i, j)| ((i * 5 + j * 3) % 17) as f64 + 0.5);
+    assert_eq!(
+        back.kneighbors(&queries, 9).unwrap(),
+        model.kneighbors(&queries, 9).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

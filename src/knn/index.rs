@@ -2,8 +2,9 @@
 //!
 //! The index owns its data (behind an `Arc`), unlike linfa-nn's indexes, which
 //! borrow it: a borrowed index cannot outlive a notebook cell or be broadcast.
-//! Trees are rebuilt lazily after deserialisation, so a saved model stores only
-//! data and settings.
+//! With the k-d tree the rows live inside the tree, in its leaf order, so there
+//! is one copy of them, not two. A saved model stores only the rows (in their
+//! original order) and settings; the tree is rebuilt when the file is read.
 
 use std::sync::{Arc, OnceLock};
 
@@ -24,36 +25,67 @@ use crate::error::{Error, Result};
 /// it far ahead: King County, d = 18, k = 100: 0.13 s vs 0.32 s for brute force.
 const TREE_MAX_DIM: usize = 16;
 
-#[derive(Serialize, Deserialize)]
+/// Where the training rows live.
+#[derive(Clone)]
+enum Rows {
+    /// As given: brute force and the ball tree read them in place.
+    Plain(Arc<Matrix>),
+    /// Inside the k-d tree, in its leaf order.
+    Tree(Arc<KdTree>),
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(into = "IndexFile", try_from = "IndexFile")]
 pub(crate) struct Index {
-    train: Arc<Matrix>,
+    rows: Rows,
     metric: Metric,
     algorithm: Algorithm,
     leaf_size: usize,
-    #[serde(skip)]
-    tree: OnceLock<Arc<KdTree>>,
-    #[serde(skip)]
+    /// Built on first use: only brute-force searches need it.
     brute: OnceLock<Arc<Brute>>,
 }
 
-impl Clone for Index {
-    fn clone(&self) -> Self {
-        let tree = OnceLock::new();
-        if let Some(t) = self.tree.get() {
-            let _ = tree.set(Arc::clone(t));
+/// An index as saved: rows in their original order and the settings.
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    train: Matrix,
+    metric: Metric,
+    algorithm: Algorithm,
+    leaf_size: usize,
+}
+
+impl From<Index> for IndexFile {
+    fn from(index: Index) -> IndexFile {
+        let train = match index.rows {
+            Rows::Plain(m) => Arc::unwrap_or_clone(m),
+            Rows::Tree(t) => Matrix {
+                data: t.original_rows(),
+                rows: t.rows(),
+                dim: t.dim(),
+            },
+        };
+        IndexFile {
+            train,
+            metric: index.metric,
+            algorithm: index.algorithm,
+            leaf_size: index.leaf_size,
         }
-        let brute = OnceLock::new();
-        if let Some(b) = self.brute.get() {
-            let _ = brute.set(Arc::clone(b));
-        }
-        Index {
-            train: Arc::clone(&self.train),
-            metric: self.metric,
-            algorithm: self.algorithm,
-            leaf_size: self.leaf_size,
-            tree,
-            brute,
-        }
+    }
+}
+
+/// A file is checked before its tree is built, so a damaged one is an error at
+/// load time and never a panic.
+impl TryFrom<IndexFile> for Index {
+    type Error = String;
+
+    fn try_from(file: IndexFile) -> std::result::Result<Index, String> {
+        file.validate()?;
+        Ok(Index::assemble(
+            file.train,
+            file.metric,
+            file.algorithm,
+            file.leaf_size,
+        ))
     }
 }
 
@@ -89,22 +121,31 @@ impl Index {
             Algorithm::Auto => Algorithm::Brute,
             chosen => chosen,
         };
-        let index = Index {
-            train: Arc::new(train),
+        Ok(Index::assemble(train, metric, algorithm, leaf_size))
+    }
+
+    /// `algorithm` is resolved (never `Auto`) and `train` checked.
+    fn assemble(train: Matrix, metric: Metric, algorithm: Algorithm, leaf_size: usize) -> Index {
+        let rows = if algorithm == Algorithm::KdTree {
+            Rows::Tree(Arc::new(KdTree::build(
+                train.data, train.rows, train.dim, leaf_size,
+            )))
+        } else {
+            Rows::Plain(Arc::new(train))
+        };
+        Index {
+            rows,
             metric,
             algorithm,
             leaf_size,
-            tree: OnceLock::new(),
             brute: OnceLock::new(),
-        };
-        if algorithm == Algorithm::KdTree {
-            index.kd_tree();
         }
-        Ok(index)
     }
+}
 
+impl IndexFile {
     /// Shape and value checks for an index read from a file.
-    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), String> {
         let m = &self.train;
         if m.rows == 0 || m.dim == 0 || m.rows.checked_mul(m.dim) != Some(m.data.len()) {
             return Err(format!(
@@ -133,13 +174,21 @@ impl Index {
         }
         Ok(())
     }
+}
 
+impl Index {
     pub(crate) fn rows(&self) -> usize {
-        self.train.rows
+        match &self.rows {
+            Rows::Plain(m) => m.rows,
+            Rows::Tree(t) => t.rows(),
+        }
     }
 
     pub(crate) fn dim(&self) -> usize {
-        self.train.dim
+        match &self.rows {
+            Rows::Plain(m) => m.dim,
+            Rows::Tree(t) => t.dim(),
+        }
     }
 
     /// The algorithm actually used (`Auto` resolved).
@@ -148,16 +197,10 @@ impl Index {
     }
 
     pub(crate) fn byte_size(&self) -> usize {
-        self.train.data.capacity() * std::mem::size_of::<f64>()
-    }
-
-    fn points(&self) -> Points<'_> {
-        Points::new(&self.train.data, self.train.rows, self.train.dim)
-    }
-
-    fn kd_tree(&self) -> &KdTree {
-        self.tree
-            .get_or_init(|| Arc::new(KdTree::build(self.points(), self.leaf_size)))
+        match &self.rows {
+            Rows::Plain(m) => m.data.capacity() * std::mem::size_of::<f64>(),
+            Rows::Tree(t) => t.byte_size(),
+        }
     }
 
     /// The k nearest training rows of every query row, exact, ties to the lower
@@ -173,14 +216,15 @@ impl Index {
             }
         }
         let q = Points::new(&queries.data, queries.rows, queries.dim);
-        Ok(match self.algorithm {
-            Algorithm::KdTree => self.kd_tree().knn(self.points(), q, k, self.metric),
-            Algorithm::BallTree => self.ball_tree_search(queries, k)?,
-            Algorithm::Brute | Algorithm::Auto => {
-                let brute = self
-                    .brute
-                    .get_or_init(|| Arc::new(Brute::new(self.points())));
-                brute.knn(self.points(), q, k, self.metric)
+        Ok(match &self.rows {
+            Rows::Tree(tree) => tree.knn(q, k, self.metric),
+            Rows::Plain(train) if self.algorithm == Algorithm::BallTree => {
+                self.ball_tree_search(train, queries, k)?
+            }
+            Rows::Plain(train) => {
+                let points = Points::new(&train.data, train.rows, train.dim);
+                let brute = self.brute.get_or_init(|| Arc::new(Brute::new(points)));
+                brute.knn(points, None, q, k, self.metric)
             }
         })
     }
@@ -188,8 +232,8 @@ impl Index {
     /// linfa-nn's ball tree proposes k neighbours; the exact answer is then taken
     /// from every training row within the farthest proposal's exact distance, so
     /// linfa-nn's own rounding and tie order never change the result.
-    fn ball_tree_search(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {
-        let train = ArrayView2::from_shape((self.train.rows, self.train.dim), &self.train.data)
+    fn ball_tree_search(&self, rows: &Matrix, queries: &Matrix, k: usize) -> Result<Neighbors> {
+        let train = ArrayView2::from_shape((rows.rows, rows.dim), &rows.data)
             .map_err(|e| Error::Message(format!("training matrix shape: {e}")))?;
         let tree = match self.metric {
             Metric::Euclidean => {
@@ -220,7 +264,7 @@ impl Index {
         // linfa-nn bounds balls by (distance to centre - radius), whose rounding error
         // grows with the coordinates' magnitude, not with the search radius: widen
         // the radius by a margin on that scale.
-        let scale = self.train.data.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+        let scale = rows.data.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
         let mut candidates: Vec<(f64, u32)> = Vec::new();
         for i in 0..queries.rows {
             let query = queries.row(i);
@@ -230,24 +274,21 @@ impl Index {
                 .map_err(|e| Error::Message(format!("ball tree query: {e}")))?;
             let reach = proposed
                 .iter()
-                .map(|&(_, j)| kernel::distance(self.metric, query, self.train.row(j)))
+                .map(|&(_, j)| kernel::distance(self.metric, query, rows.row(j)))
                 .fold(0.0, f64::max);
             let magnitude = scale.max(query.iter().fold(0.0_f64, |m, v| m.max(v.abs())));
-            let range = reach * (1.0 + 1e-9) + 1e-12 * magnitude * (self.train.dim as f64);
+            let range = reach * (1.0 + 1e-9) + 1e-12 * magnitude * (rows.dim as f64);
             candidates.clear();
             if range > 0.0 {
                 for (_, j) in tree
                     .within_range(point, range)
                     .map_err(|e| Error::Message(format!("ball tree query: {e}")))?
                 {
-                    candidates.push((
-                        kernel::distance(self.metric, query, self.train.row(j)),
-                        j as u32,
-                    ));
+                    candidates.push((kernel::distance(self.metric, query, rows.row(j)), j as u32));
                 }
             } else {
                 // All data and the query are zero: every row is at distance 0.
-                candidates.extend((0..self.train.rows).map(|j| (0.0, j as u32)));
+                candidates.extend((0..rows.rows).map(|j| (0.0, j as u32)));
             }
             candidates.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             if candidates.len() < k {

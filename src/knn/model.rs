@@ -223,7 +223,6 @@ impl<Task> Core<Task> {
     pub(crate) fn validate(&self, n_targets: usize) -> std::result::Result<(), String> {
         linfa::ParamGuard::check_ref(&super::params::KnnParams(self.params.clone()))
             .map_err(|e| e.to_string())?;
-        self.index.validate()?;
         if self.features.len() != self.index.dim() {
             return Err(format!(
                 "{} feature names for {} columns",

@@ -40,10 +40,13 @@ impl Brute {
     }
 
     /// The exact k nearest training rows of every query. `train` must be the
-    /// matrix `self` was built from.
+    /// matrix `self` was built from; `ids`, when given, is the original training
+    /// index of each of its rows (a tree stores them reordered): results report
+    /// those, and ties go to the lower one.
     pub(crate) fn knn(
         &self,
         train: Points,
+        ids: Option<&[u32]>,
         queries: Points,
         k: usize,
         metric: Metric,
@@ -52,14 +55,14 @@ impl Brute {
         let mut out = Neighbors::for_call(train, queries, k);
         match metric {
             Metric::Euclidean => {
-                if !self.euclidean_gemm(train, queries, &mut out) {
-                    direct(SqEuclid, train, queries, &mut out);
+                if !self.euclidean_gemm(train, ids, queries, &mut out) {
+                    direct(SqEuclid, train, ids, queries, &mut out);
                 }
             }
-            Metric::Manhattan => direct(L1, train, queries, &mut out),
-            Metric::Chebyshev => direct(LInf, train, queries, &mut out),
-            Metric::Minkowski(p) => direct(Lp(p), train, queries, &mut out),
-            Metric::Cosine => direct(CosineDist, train, queries, &mut out),
+            Metric::Manhattan => direct(L1, train, ids, queries, &mut out),
+            Metric::Chebyshev => direct(LInf, train, ids, queries, &mut out),
+            Metric::Minkowski(p) => direct(Lp(p), train, ids, queries, &mut out),
+            Metric::Cosine => direct(CosineDist, train, ids, queries, &mut out),
         }
         out
     }
@@ -79,10 +82,16 @@ impl Brute {
 
     /// Blocked GEMM prefilter plus exact rerank. Returns `false`, doing nothing,
     /// when norms are too large for any error bound to be meaningful.
-    fn euclidean_gemm(&self, train: Points, queries: Points, out: &mut Neighbors) -> bool {
+    fn euclidean_gemm(
+        &self,
+        train: Points,
+        ids: Option<&[u32]>,
+        queries: Points,
+        out: &mut Neighbors,
+    ) -> bool {
         match self.precision(queries) {
-            Some(Precision::F32) => prefilter::<f32>(train, queries, &self.mu, out),
-            Some(Precision::F64) => prefilter::<f64>(train, queries, &self.mu, out),
+            Some(Precision::F32) => prefilter::<f32>(train, ids, queries, &self.mu, out),
+            Some(Precision::F64) => prefilter::<f64>(train, ids, queries, &self.mu, out),
             None => return false,
         }
         true
@@ -92,13 +101,20 @@ impl Brute {
 /// Exact brute force in one call, its training statistics computed on the spot.
 #[cfg(test)]
 pub(crate) fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
-    Brute::new(train).knn(train, queries, k, metric)
+    Brute::new(train).knn(train, None, queries, k, metric)
 }
 
 /// Exact distances for every pair, blocked so a training block is reused by a
 /// whole block of queries from cache. A distance above the query's current
 /// k-th never touches its heap (and a Minkowski fold stops early).
-fn direct<E: Exact>(e: E, train: Points, queries: Points, out: &mut Neighbors) {
+fn direct<E: Exact>(
+    e: E,
+    train: Points,
+    ids: Option<&[u32]>,
+    queries: Points,
+    out: &mut Neighbors,
+) {
+    let id = |j: usize| ids.map_or(j as u32, |ids| ids[j]);
     let dim = train.dim;
     let train_block = (DIRECT_BLOCK_BYTES / (8 * dim)).max(1);
     let mut tops: Vec<TopK> = (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect();
@@ -112,7 +128,7 @@ fn direct<E: Exact>(e: E, train: Points, queries: Points, out: &mut Neighbors) {
                 let q = queries.row(qi);
                 for j in t0..t1 {
                     if let Some(d) = e.within(q, train.row(j), *limit) {
-                        if top.push(d, j as u32) {
+                        if top.push(d, id(j)) {
                             *limit = e.limit_for(top.kth(), dim);
                         }
                     }
@@ -288,7 +304,14 @@ fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
 /// `c = 4 (d + 4) eps` (over 1.5x that loss) `S > L`. Underflow adds absolute
 /// errors below `d * 2^-1074` in f64, covered by the `MIN_POSITIVE` inside `L`,
 /// and below `(d + 2) * 2^-149` in f32, covered by `T::TINY` per term.
-fn prefilter<T: Lane>(train: Points, queries: Points, mu: &[f64], out: &mut Neighbors) {
+fn prefilter<T: Lane>(
+    train: Points,
+    ids: Option<&[u32]>,
+    queries: Points,
+    mu: &[f64],
+    out: &mut Neighbors,
+) {
+    let id = |j: usize| ids.map_or(j as u32, |ids| ids[j]);
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let width = dim + 1;
     let shrink = 1.0 - slack::<T>(dim);
@@ -342,7 +365,7 @@ fn prefilter<T: Lane>(train: Points, queries: Points, mu: &[f64], out: &mut Neig
                         }
                         let j = t0 + c * 8 + o;
                         if let Some(d) = SqEuclid.within(q, train.row(j), limits[i]) {
-                            if tops[i].push(d, j as u32) {
+                            if tops[i].push(d, id(j)) {
                                 limits[i] = SqEuclid.limit(tops[i].kth(), dim);
                                 thr[i] = threshold(limits[i], qnorm[i]);
                             }

@@ -1,8 +1,10 @@
 //! Exact kd-tree k-NN.
 //!
-//! The tree stores only a permutation of training indices and per-node tight
-//! bounding boxes, so the (possibly broadcast, shared) training matrix is
-//! never copied; every query call takes the same `Points` again.
+//! The tree owns the training rows, stored in leaf order: a leaf is a
+//! contiguous run of rows, so scanning it streams memory instead of gathering
+//! rows scattered through the matrix. Each stored row keeps its original
+//! training index, which is what results report and what ties are broken by,
+//! so the layout never shows.
 //!
 //! Exactness: a node is pruned only when its box bound is strictly above the
 //! reduced limit of the current k-th distance. For Euclidean, Manhattan and
@@ -28,7 +30,7 @@ const SAMPLE: usize = 16;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
-    /// Range of `perm` covered by this node.
+    /// Range of stored rows covered by this node.
     start: u32,
     end: u32,
     /// Index of the right child; the left child is always the next node
@@ -40,7 +42,10 @@ struct Node {
 pub struct KdTree {
     rows: usize,
     dim: usize,
-    perm: Vec<u32>,
+    /// The training rows, row-major, in leaf order.
+    data: Vec<f64>,
+    /// The original training index of each stored row.
+    ids: Vec<u32>,
     nodes: Vec<Node>,
     /// Per node, `dim` lower then `dim` upper box coordinates.
     boxes: Vec<f64>,
@@ -49,82 +54,85 @@ pub struct KdTree {
 }
 
 impl KdTree {
+    /// Takes the training rows (row-major, `rows x dim`) and reorders them in
+    /// place, so building needs no second copy of the data.
+    ///
     /// Median split on the widest dimension of each node's tight box keeps
     /// the tree balanced (depth ~log2(n / leaf_size)) even on skewed data.
     /// `leaf_size` around 16..64 suits k ~ 100; 0 is treated as 1.
-    pub fn build(train: Points, leaf_size: usize) -> KdTree {
-        assert_eq!(train.data.len(), train.rows * train.dim, "train shape");
-        assert!(train.dim >= 1, "dim must be >= 1");
-        let rows = u32::try_from(train.rows).expect("training indices must fit u32");
-        let mut tree = KdTree {
-            rows: train.rows,
-            dim: train.dim,
-            perm: (0..rows).collect(),
-            nodes: Vec::new(),
-            boxes: Vec::new(),
-            brute: Brute::new(train),
+    pub fn build(mut data: Vec<f64>, rows: usize, dim: usize, leaf_size: usize) -> KdTree {
+        assert_eq!(data.len(), rows * dim, "train shape");
+        assert!(dim >= 1, "dim must be >= 1");
+        let n = u32::try_from(rows).expect("training indices must fit u32");
+        let mut ids: Vec<u32> = (0..n).collect();
+        let (mut nodes, mut boxes) = (Vec::new(), Vec::new());
+        let train = Points::new(&data, rows, dim);
+        let mut parts = Parts {
+            ids: &mut ids,
+            nodes: &mut nodes,
+            boxes: &mut boxes,
         };
-        tree.build_node(train, 0, train.rows, leaf_size.max(1));
-        tree
+        build_node(train, &mut parts, 0, rows, leaf_size.max(1));
+        permute_rows(&mut data, dim, &ids);
+        let brute = Brute::new(Points::new(&data, rows, dim));
+        KdTree {
+            rows,
+            dim,
+            data,
+            ids,
+            nodes,
+            boxes,
+            brute,
+        }
     }
 
-    fn build_node(&mut self, train: Points, start: usize, end: usize, leaf: usize) -> u32 {
-        let id = self.nodes.len();
-        self.nodes.push(Node {
-            start: start as u32,
-            end: end as u32,
-            right: 0,
-        });
-        let dim = self.dim;
-        let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
-        for &p in &self.perm[start..end] {
-            for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(train.row(p as usize)) {
-                *l = l.min(v);
-                *h = h.max(v);
-            }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Bytes held: the rows, their indices, nodes and boxes.
+    pub fn byte_size(&self) -> usize {
+        self.data.capacity() * 8
+            + self.ids.capacity() * 4
+            + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.boxes.capacity() * 8
+    }
+
+    /// The training rows back in their original order (for saving a model).
+    pub fn original_rows(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.data.len()];
+        for (pos, &id) in self.ids.iter().enumerate() {
+            let id = id as usize;
+            out[id * self.dim..(id + 1) * self.dim].copy_from_slice(self.points().row(pos));
         }
-        self.boxes.extend_from_slice(&lo);
-        self.boxes.extend_from_slice(&hi);
-        if end - start > leaf {
-            let mut axis = 0;
-            for t in 1..dim {
-                if hi[t] - lo[t] > hi[axis] - lo[axis] {
-                    axis = t;
-                }
-            }
-            let mid = start + (end - start) / 2;
-            // Index tie-break makes the layout a pure function of the data.
-            let coord = |p: u32| train.data[p as usize * dim + axis];
-            self.perm[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
-                coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
-            });
-            self.build_node(train, start, mid, leaf);
-            let right = self.build_node(train, mid, end, leaf);
-            self.nodes[id].right = right;
-        }
-        id as u32
+        out
+    }
+
+    fn points(&self) -> Points<'_> {
+        Points::new(&self.data, self.rows, self.dim)
     }
 
     /// `metric`: Euclidean, Manhattan, Chebyshev or Minkowski. Cosine has no
     /// coordinate-wise box bound, so it is answered by exact brute force, as
     /// is a Euclidean call on which the tree is measured not to pay off.
-    pub fn knn(&self, train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
-        assert!(
-            train.rows == self.rows && train.dim == self.dim,
-            "KdTree::knn: train is not the matrix the tree was built over"
-        );
-        let mut out = Neighbors::for_call(train, queries, k);
+    pub fn knn(&self, queries: Points, k: usize, metric: Metric) -> Neighbors {
+        let mut out = Neighbors::for_call(self.points(), queries, k);
         let tree_paid_off = match metric {
-            Metric::Euclidean => self.run(SqEuclid, train, queries, &mut out, BRUTE_SHARE),
-            Metric::Manhattan => self.run(L1, train, queries, &mut out, f64::INFINITY),
-            Metric::Chebyshev => self.run(LInf, train, queries, &mut out, f64::INFINITY),
-            Metric::Minkowski(p) => self.run(Lp(p), train, queries, &mut out, f64::INFINITY),
+            Metric::Euclidean => self.run(SqEuclid, queries, &mut out, BRUTE_SHARE),
+            Metric::Manhattan => self.run(L1, queries, &mut out, f64::INFINITY),
+            Metric::Chebyshev => self.run(LInf, queries, &mut out, f64::INFINITY),
+            Metric::Minkowski(p) => self.run(Lp(p), queries, &mut out, f64::INFINITY),
             Metric::Cosine => false,
         };
         if tree_paid_off {
             out
         } else {
-            self.brute.knn(train, queries, k, metric)
+            self.brute
+                .knn(self.points(), Some(&self.ids), queries, k, metric)
         }
     }
 
@@ -133,18 +141,10 @@ impl KdTree {
     /// rows: with high intrinsic dimension a kd-tree visits most leaves, and
     /// then the GEMM brute force is several times cheaper per pair. Both are
     /// exact, so the choice never changes a result.
-    fn run<F: Fold>(
-        &self,
-        f: F,
-        train: Points,
-        queries: Points,
-        out: &mut Neighbors,
-        max_share: f64,
-    ) -> bool {
+    fn run<F: Fold>(&self, f: F, queries: Points, out: &mut Neighbors, max_share: f64) -> bool {
         let mut search = Search {
             tree: self,
             f,
-            train,
             top: TopK::new(out.k),
             limit: f64::INFINITY,
             scanned: 0,
@@ -175,8 +175,7 @@ impl KdTree {
     }
 
     /// Queries sorted by the leaf they fall in: consecutive queries then
-    /// sweep nearly the same leaves, so their training rows (which the tree
-    /// cannot store contiguously, as it does not own them) stay in cache.
+    /// sweep nearly the same leaves, so those leaves' rows stay in cache.
     /// Each query is still answered on its own, so the order cannot change
     /// any result.
     fn locality_order<F: Fold>(&self, f: F, queries: Points) -> Vec<usize> {
@@ -205,11 +204,79 @@ impl KdTree {
     }
 }
 
+/// What [`build_node`] fills in.
+struct Parts<'a> {
+    ids: &'a mut [u32],
+    nodes: &'a mut Vec<Node>,
+    boxes: &'a mut Vec<f64>,
+}
+
+/// Builds the subtree over `ids[start..end]` in pre-order and returns its node.
+fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: usize) -> u32 {
+    let id = parts.nodes.len();
+    parts.nodes.push(Node {
+        start: start as u32,
+        end: end as u32,
+        right: 0,
+    });
+    let dim = train.dim;
+    let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
+    for &p in &parts.ids[start..end] {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(train.row(p as usize)) {
+            *l = l.min(v);
+            *h = h.max(v);
+        }
+    }
+    parts.boxes.extend_from_slice(&lo);
+    parts.boxes.extend_from_slice(&hi);
+    if end - start > leaf {
+        let mut axis = 0;
+        for t in 1..dim {
+            if hi[t] - lo[t] > hi[axis] - lo[axis] {
+                axis = t;
+            }
+        }
+        let mid = start + (end - start) / 2;
+        // Index tie-break makes the layout a pure function of the data.
+        let coord = |p: u32| train.data[p as usize * dim + axis];
+        parts.ids[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
+            coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
+        });
+        build_node(train, parts, start, mid, leaf);
+        let right = build_node(train, parts, mid, end, leaf);
+        parts.nodes[id].right = right;
+    }
+    id as u32
+}
+
+/// Reorders rows in place so that row `pos` becomes the old row `order[pos]`,
+/// following each cycle of the permutation with one spare row.
+fn permute_rows(data: &mut [f64], dim: usize, order: &[u32]) {
+    let mut done = vec![false; order.len()];
+    let mut spare = vec![0.0; dim];
+    for start in 0..order.len() {
+        if done[start] || order[start] as usize == start {
+            continue;
+        }
+        spare.copy_from_slice(&data[start * dim..(start + 1) * dim]);
+        let mut pos = start;
+        loop {
+            done[pos] = true;
+            let from = order[pos] as usize;
+            if from == start {
+                data[pos * dim..(pos + 1) * dim].copy_from_slice(&spare);
+                break;
+            }
+            data.copy_within(from * dim..(from + 1) * dim, pos * dim);
+            pos = from;
+        }
+    }
+}
+
 /// Per-query traversal state, reused across queries to avoid allocation.
 struct Search<'t, F> {
     tree: &'t KdTree,
     f: F,
-    train: Points<'t>,
     top: TopK,
     /// Reduced-space limit of the current k-th distance.
     limit: f64,
@@ -222,23 +289,14 @@ impl<F: Fold> Search<'_, F> {
         let tree = self.tree;
         let n = tree.nodes[node];
         if n.right == 0 {
-            let leaf = &tree.perm[n.start as usize..n.end as usize];
-            self.scanned += leaf.len();
-            // The leaf's rows are scattered through the caller's matrix. This
-            // cheap pass issues all their cache misses at once (both ends of
-            // each row, so rows straddling two lines are covered); the exact
-            // pass below then hits L1. Measured ~1.5-2x faster than letting
-            // each distance miss in turn.
-            let mut touch = 0u64;
-            for &p in leaf {
-                let r = self.train.row(p as usize);
-                touch ^= r[0].to_bits() ^ r[r.len() - 1].to_bits();
-            }
-            std::hint::black_box(touch);
-            for &p in leaf {
-                if let Some(d) = self.f.within(q, self.train.row(p as usize), self.limit) {
-                    if self.top.push(d, p) {
-                        self.limit = self.f.limit(self.top.kth(), tree.dim);
+            let (start, end) = (n.start as usize, n.end as usize);
+            self.scanned += end - start;
+            let dim = tree.dim;
+            let rows = tree.data[start * dim..end * dim].chunks_exact(dim);
+            for (row, &id) in rows.zip(&tree.ids[start..end]) {
+                if let Some(d) = self.f.within(q, row, self.limit) {
+                    if self.top.push(d, id) {
+                        self.limit = self.f.limit(self.top.kth(), dim);
                     }
                 }
             }
@@ -290,9 +348,9 @@ mod tests {
         ) {
             let k = k.min(rows);
             let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, 12, dim));
-            let tree = KdTree::build(tp, leaf);
+            let tree = KdTree::build(train.clone(), rows, dim, leaf);
             let mut out = Neighbors::for_call(tp, qp, k);
-            prop_assert!(tree.run(SqEuclid, tp, qp, &mut out, f64::INFINITY));
+            prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
             prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
         }
     }
@@ -301,15 +359,15 @@ mod tests {
     fn hands_off_only_when_the_tree_scans_too_much() {
         let data: Vec<f64> = (0..4000 * 2).map(|i| ((i * 7919) % 1000) as f64).collect();
         let tp = Points::new(&data, 4000, 2);
-        let tree = KdTree::build(tp, 16);
+        let tree = KdTree::build(data.clone(), 4000, 2, 16);
         let mut out = Neighbors::for_call(tp, tp, 5);
         assert!(
-            tree.run(SqEuclid, tp, tp, &mut out, BRUTE_SHARE),
+            tree.run(SqEuclid, tp, &mut out, BRUTE_SHARE),
             "2-d, k=5 must use the tree"
         );
         let mut out = Neighbors::for_call(tp, tp, 4000);
         assert!(
-            !tree.run(SqEuclid, tp, tp, &mut out, BRUTE_SHARE),
+            !tree.run(SqEuclid, tp, &mut out, BRUTE_SHARE),
             "k=n must hand off"
         );
     }

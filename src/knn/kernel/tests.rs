@@ -96,8 +96,8 @@ fn check_all(train: Points, queries: Points, k: usize, metric: Metric, ctx: &str
         &format!("{ctx} brute"),
     );
     for leaf in [1, 7, 40] {
-        let tree = KdTree::build(train, leaf);
-        let got = tree.knn(train, queries, k, metric);
+        let tree = KdTree::build(train.data.to_vec(), train.rows, train.dim, leaf);
+        let got = tree.knn(queries, k, metric);
         assert_same(&got, &want, &format!("{ctx} kdtree leaf={leaf}"));
     }
 }
@@ -153,12 +153,12 @@ fn query_chunking_is_invisible() {
     let train = tied_data(&mut rng, n, dim, 5);
     let queries = tied_data(&mut rng, m, dim, 5);
     let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
-    let tree = KdTree::build(tp, 16);
+    let tree = KdTree::build(tp.data.to_vec(), tp.rows, tp.dim, 16);
     for metric in METRICS {
         let k = 37;
         let full = brute_knn(tp, qp, k, metric);
         assert_same(
-            &tree.knn(tp, qp, k, metric),
+            &tree.knn(qp, k, metric),
             &full,
             &format!("{metric:?} kd vs brute"),
         );
@@ -168,7 +168,7 @@ fn query_chunking_is_invisible() {
             let end = (start + 1 + rng.below(80)).min(m);
             let chunk = Points::new(&queries[start * dim..end * dim], end - start, dim);
             b.push(brute_knn(tp, chunk, k, metric));
-            t.push(tree.knn(tp, chunk, k, metric));
+            t.push(tree.knn(chunk, k, metric));
             start = end;
         }
         let concat = |parts: Vec<Neighbors>| Neighbors {
@@ -302,7 +302,7 @@ proptest! {
         let qp = Points::new(&c.queries, c.queries.len() / c.dim, c.dim);
         let want = oracle(tp, qp, c.k, c.metric);
         assert_same(&brute_knn(tp, qp, c.k, c.metric), &want, "brute");
-        let tree = KdTree::build(tp, c.leaf);
-        assert_same(&tree.knn(tp, qp, c.k, c.metric), &want, "kdtree");
+        let tree = KdTree::build(tp.data.to_vec(), tp.rows, tp.dim, c.leaf);
+        assert_same(&tree.knn(qp, c.k, c.metric), &want, "kdtree");
     }
 }
