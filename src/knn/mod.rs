@@ -4,11 +4,13 @@
 //! linfa has nearest-neighbour indexes (linfa-nn) but no k-NN model; these are those
 //! models, built for the broadcast-and-predict workflow:
 //! - **exact**: the neighbours are those of sorting all distances, ties at the k-th
-//!   distance going to the lower training row; fast paths (blocked GEMM brute force,
-//!   k-d tree, ball tree) re-check candidates so rounding never changes the answer;
+//!   distance going to the lower training row; fast paths (brute force prefiltered by
+//!   an f32 GEMM with a proven error margin, k-d tree, ball tree) re-check candidates
+//!   in f64 so rounding never changes the answer;
 //! - **deterministic**: a row's prediction does not depend on which partition or
 //!   thread computed it;
-//! - **self-contained**: a model owns its training data, so it lives across notebook
+//! - **self-contained**: a model owns its training data (one copy: with the k-d tree
+//!   the rows live inside the tree, in its leaf order), so it lives across notebook
 //!   cells, serialises with serde, and broadcasts by reference;
 //! - **strict**: nulls, NaN, infinities, missing or extra features are errors that
 //!   name the column and row, raised before any work.

@@ -155,54 +155,38 @@ trait Lane: Copy + PartialOrd + Default {
     /// The least value of this type that is `>= v`, so a threshold never
     /// tightens when it is narrowed.
     fn at_least(v: f64) -> Self;
-    /// `C = A B` into `c[i*n + j]`, with both operands stored feature by feature:
-    /// `A[i][p] = a[p*lda + i]` (`m x k`) and `B[p][j] = b[p*ldb + j]` (`k x n`).
-    /// That layout lets the GEMM's own packing copy contiguous runs; with rows
-    /// stored whole (stride k) its strided gathers took a quarter of the time.
-    fn gemm(shape: (usize, usize, usize), a: (&[Self], usize), b: (&[Self], usize), c: &mut [Self]);
+    /// matrixmultiply's GEMM for this type.
+    const GEMM: GemmFn<Self>;
 }
+
+/// The signature matrixmultiply's `sgemm` and `dgemm` share.
+type GemmFn<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
 
 impl Lane for f64 {
     const EPS: f64 = f64::EPSILON;
     const NORM_CAP: f64 = 1e300;
     const TINY: f64 = 0.0; // covered by the `MIN_POSITIVE` inside the limit
+    const GEMM: GemmFn<f64> = matrixmultiply::dgemm;
     fn from_f64(v: f64) -> Self {
         v
     }
     fn at_least(v: f64) -> Self {
         v
-    }
-    fn gemm(
-        (m, k, n): (usize, usize, usize),
-        (a, lda): (&[f64], usize),
-        (b, ldb): (&[f64], usize),
-        c: &mut [f64],
-    ) {
-        assert!(k >= 1 && lda >= m && ldb >= n);
-        assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
-        // SAFETY: matrixmultiply only exposes a raw-pointer API. With the strides
-        // below it reads a[p*lda + i] for i < m, p < k; b[p*ldb + j] for j < n,
-        // p < k; and writes c[i*n + j] for i < m, j < n: all in bounds by the asserts.
-        // beta = 0 means c is written without being read. The slices are
-        // distinct borrows, so c aliases neither input.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                1,
-                lda as isize,
-                b.as_ptr(),
-                ldb as isize,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
     }
 }
 
@@ -210,6 +194,7 @@ impl Lane for f32 {
     const EPS: f64 = f32::EPSILON as f64;
     const NORM_CAP: f64 = 1e30;
     const TINY: f64 = f32::MIN_POSITIVE as f64;
+    const GEMM: GemmFn<f32> = matrixmultiply::sgemm;
     fn from_f64(v: f64) -> Self {
         v as f32
     }
@@ -225,34 +210,42 @@ impl Lane for f32 {
             f32::from_bits(r.to_bits() - 1)
         }
     }
-    fn gemm(
-        (m, k, n): (usize, usize, usize),
-        (a, lda): (&[f32], usize),
-        (b, ldb): (&[f32], usize),
-        c: &mut [f32],
-    ) {
-        assert!(k >= 1 && lda >= m && ldb >= n);
-        assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
-        // SAFETY: as for `dgemm` above: every index read or written is in bounds by
-        // the assert, beta = 0 never reads c, and c aliases neither input.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                1,
-                lda as isize,
-                b.as_ptr(),
-                ldb as isize,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
+}
+
+/// `C = A B` into `c[i*n + j]`, with both operands stored feature by feature:
+/// `A[i][p] = a[p*lda + i]` (`m x k`) and `B[p][j] = b[p*ldb + j]` (`k x n`).
+/// That layout lets the GEMM's own packing copy contiguous runs; with rows
+/// stored whole (stride k) its strided gathers took a quarter of the time.
+fn gemm<T: Lane>(
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (&[T], usize),
+    (b, ldb): (&[T], usize),
+    c: &mut [T],
+) {
+    assert!(k >= 1 && lda >= m && ldb >= n);
+    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+    // SAFETY: matrixmultiply only exposes a raw-pointer API. With the strides
+    // below it reads a[p*lda + i] for i < m, p < k; b[p*ldb + j] for j < n,
+    // p < k; and writes c[i*n + j] for i < m, j < n: all in bounds by the asserts.
+    // beta = 0 means c is written without being read. The slices are
+    // distinct borrows, so c aliases neither input.
+    unsafe {
+        T::GEMM(
+            m,
+            k,
+            n,
+            T::from_f64(1.0),
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            ldb as isize,
+            1,
+            T::from_f64(0.0),
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
@@ -341,7 +334,7 @@ fn prefilter<T: Lane>(
                 let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
                 tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
             }
-            T::gemm(
+            gemm(
                 (qn, width, tn),
                 (&qpack, QUERY_BLOCK),
                 (&tpack, TRAIN_BLOCK),
