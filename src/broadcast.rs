@@ -33,15 +33,20 @@ use crate::error::{Error, Result};
 pub struct Broadcast<T> {
     id: u64,
     slot: Arc<RwLock<Option<Arc<T>>>>,
+    /// Tells a cluster session to free its workers' copies.
+    on_destroy: Option<DestroyHook>,
 }
+
+pub(crate) type DestroyHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 impl<T> Broadcast<T> {
     /// `id` comes from the session, not a static: evcxr gives each notebook cell its
     /// own copy of the crate's statics, so a static counter would restart per cell.
-    pub(crate) fn new(id: u64, value: T) -> Self {
+    pub(crate) fn new(id: u64, value: T, on_destroy: Option<DestroyHook>) -> Self {
         Broadcast {
             id,
             slot: Arc::new(RwLock::new(Some(Arc::new(value)))),
+            on_destroy,
         }
     }
 
@@ -83,11 +88,15 @@ impl<T> Broadcast<T> {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn destroy(&self) {
-        let mut slot = self
+        let was_live = self
             .slot
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = None;
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .is_some();
+        if let (true, Some(hook)) = (was_live, &self.on_destroy) {
+            hook(self.id);
+        }
     }
 
     /// Whether [`destroy`](Self::destroy) was called.
@@ -143,6 +152,7 @@ impl<T> Clone for Broadcast<T> {
         Broadcast {
             id: self.id,
             slot: Arc::clone(&self.slot),
+            on_destroy: self.on_destroy.clone(),
         }
     }
 }

@@ -184,6 +184,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A cluster could not be formed, or lost a process; `process` is the one at
+    /// fault when known (0 is the driver, 1.. the workers).
+    #[error("cluster{}: {reason}", process.map(|p| format!(" process {p}")).unwrap_or_default())]
+    Cluster {
+        /// The process at fault, when one is.
+        process: Option<usize>,
+        /// What happened.
+        reason: String,
+    },
+
     /// A free-form error raised by user code (`Err("...".into())` in a closure).
     #[error("{0}")]
     Message(String),

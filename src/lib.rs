@@ -89,9 +89,12 @@ mod accumulator;
 mod broadcast;
 #[cfg(feature = "charts")]
 pub mod charts;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod datasets;
 mod display;
 mod error;
+mod function;
 pub mod knn;
 pub mod metrics;
 mod partition;
@@ -104,6 +107,7 @@ pub use accumulator::Accumulator;
 pub use broadcast::{Broadcast, ByteSize};
 pub use display::{MAX_ROWS, NotebookDisplay};
 pub use error::{Error, Result};
+pub use function::{KnnClassify, KnnPredict, PartitionFn};
 pub use partition::{Parallelize, PartitionResult, Partitioned, PartitionedFrame, fresh};
 pub use session::{JobReport, PartitionTiming, Session, SessionBuilder};
 pub use task::TaskContext;
@@ -124,7 +128,7 @@ pub mod prelude {
     pub use crate::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric, Weights};
     pub use crate::metrics::TruePred;
     pub use crate::{
-        Accumulator, Broadcast, ByteSize, Error, NotebookDisplay, Parallelize, Partitioned,
-        PartitionedFrame, Session, TaskContext,
+        Accumulator, Broadcast, ByteSize, Error, KnnClassify, KnnPredict, NotebookDisplay,
+        Parallelize, PartitionFn, Partitioned, PartitionedFrame, Session, TaskContext,
     };
 }

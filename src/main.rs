@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Fit k-NN on a training CSV and predict a test CSV in parallel partitions.
     Knn(KnnArgs),
+    /// Run a cluster worker process with sparkbook's built-in functions (feature `cluster`).
+    #[cfg(feature = "cluster")]
+    Worker(sparkbook::cluster::WorkerArgs),
     /// Show the session a job would get on this machine (threads, partitions).
     Info {
         /// Worker threads (default: all cores).
@@ -119,6 +122,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Knn(args) => knn(&args),
+        #[cfg(feature = "cluster")]
+        Command::Worker(args) => {
+            sparkbook::cluster::run_worker(sparkbook::cluster::Registry::builtin(), &args)
+        }
         Command::Info { threads } => {
             let sc = session(threads)?;
             println!("sparkbook {}", env!("CARGO_PKG_VERSION"));

@@ -17,7 +17,9 @@ use std::ops::{Range, RangeInclusive};
 
 use polars::prelude::*;
 
+use crate::broadcast::Broadcast;
 use crate::error::{Error, Result};
+use crate::function::PartitionFn;
 use crate::session::Session;
 
 /// Spark's slice rule: partition `i` of `n` covers `i*len/n .. (i+1)*len/n`.
@@ -327,6 +329,43 @@ impl PartitionedFrame {
         let parts: Vec<DataFrame> = self.parts.iter().map(fresh).collect();
         let parts = self.session.run_job(verb, parts, &rows, f)?;
         Ok(PartitionedFrame::new(self.session.clone(), parts))
+    }
+
+    /// Runs a named function on every partition with a broadcast value: as
+    /// [`map_partitions`](Self::map_partitions), but the work can also run on a
+    /// cluster's workers (see [`PartitionFn`] and [`crate::cluster`]).
+    ///
+    /// Locally, `F::init` runs once per job on the broadcast's own value (no copy),
+    /// then `F::call` on each partition on the session's threads.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let sc = Session::builder().threads(2).progress(false).build()?;
+    /// let train = df!("x" => [0.0, 1.0, 2.0], "y" => [0.0, 10.0, 20.0])?;
+    /// let model = sc.broadcast(KnnRegressor::params(1).fit_frame(&train, "y")?);
+    /// let test = df!("x" => [0.9, 2.2], "y" => [10.0, 20.0])?;
+    /// let out = sc.parallelize(&test, 2)?.map_partitions_fn(KnnPredict, &model)?.collect()?;
+    /// assert_eq!(out.column("pred")?.f64()?.to_vec(), vec![Some(10.0), Some(20.0)]);
+    ///
+    /// model.destroy();
+    /// let err = sc.parallelize(&test, 2)?.map_partitions_fn(KnnPredict, &model).unwrap_err();
+    /// assert!(matches!(err, Error::BroadcastDestroyed { .. }));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn map_partitions_fn<F: PartitionFn>(
+        &self,
+        _function: F,
+        broadcast: &Broadcast<F::Payload>,
+    ) -> Result<PartitionedFrame> {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.session.cluster() {
+            let parts = cluster.run::<F>(&self.session, broadcast, &self.parts)?;
+            return Ok(PartitionedFrame::new(self.session.clone(), parts));
+        }
+        let state = F::init(broadcast.value()?)?;
+        self.run(F::NAME, |_, part| F::call(&state, part))
     }
 
     /// Adds a `row` column (UInt64) holding each row's global index, as Spark's

@@ -67,6 +67,8 @@ struct Inner {
     next_job: AtomicU64,
     next_broadcast: AtomicU64,
     last_job: Mutex<Option<JobReport>>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Settings for a [`Session`]; see [`Session::builder`].
@@ -86,6 +88,8 @@ pub struct SessionBuilder {
     default_partitions: Option<usize>,
     progress: bool,
     app_name: String,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for SessionBuilder {
@@ -95,6 +99,8 @@ impl Default for SessionBuilder {
             default_partitions: None,
             progress: true,
             app_name: "sparkbook".to_owned(),
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }
@@ -162,6 +168,24 @@ impl SessionBuilder {
         self
     }
 
+    /// Runs named partition functions on a cluster of worker processes (feature
+    /// `cluster`); see [`crate::cluster`]. `build` starts or joins the cluster and
+    /// fails, within the config's connect timeout, if it cannot.
+    ///
+    /// ```
+    /// use sparkbook::prelude::*;
+    /// use sparkbook::cluster::ClusterConfig;
+    ///
+    /// let missing = ClusterConfig::local_processes(2, "/no/such/worker");
+    /// let err = Session::builder().cluster(missing).build().unwrap_err();
+    /// assert!(matches!(err, Error::InvalidParameter { name: "worker_binary", .. }));
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Creates the session and its thread pool.
     ///
     /// ```
@@ -189,6 +213,11 @@ impl SessionBuilder {
             Some(n) => n,
             None => threads,
         };
+        #[cfg(feature = "cluster")]
+        let cluster = match &self.cluster {
+            Some(config) => Some(Arc::new(crate::cluster::Cluster::start(config)?)),
+            None => None,
+        };
         Ok(Session {
             inner: Arc::new(Inner {
                 threads,
@@ -198,6 +227,8 @@ impl SessionBuilder {
                 next_job: AtomicU64::new(0),
                 next_broadcast: AtomicU64::new(0),
                 last_job: Mutex::new(None),
+                #[cfg(feature = "cluster")]
+                cluster,
             }),
         })
     }
@@ -321,9 +352,21 @@ impl Session {
     /// # Ok::<(), Error>(())
     /// ```
     pub fn broadcast<T: Send + Sync>(&self, value: T) -> Broadcast<T> {
+        #[cfg(feature = "cluster")]
+        let on_destroy = self.inner.cluster.as_ref().map(|cluster| {
+            let cluster = Arc::downgrade(cluster);
+            Arc::new(move |id| {
+                if let Some(cluster) = cluster.upgrade() {
+                    cluster.forget(id);
+                }
+            }) as crate::broadcast::DestroyHook
+        });
+        #[cfg(not(feature = "cluster"))]
+        let on_destroy = None;
         Broadcast::new(
             self.inner.next_broadcast.fetch_add(1, Ordering::Relaxed),
             value,
+            on_destroy,
         )
     }
 
@@ -375,6 +418,36 @@ impl Session {
     /// that have not started are skipped, while lower ones still run: the error
     /// returned is always the one of the lowest failing partition, so the same input
     /// fails the same way at any thread count.
+    /// The session's cluster, if it was built with one.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.inner.cluster.as_deref()
+    }
+
+    /// Worker processes in the session's cluster (0 for a local session).
+    ///
+    /// ```
+    /// let sc = sparkbook::Session::builder().threads(1).build()?;
+    /// assert_eq!(sc.cluster_workers(), 0);
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    #[cfg(feature = "cluster")]
+    pub fn cluster_workers(&self) -> usize {
+        self.cluster().map_or(0, crate::cluster::Cluster::workers)
+    }
+
+    pub(crate) fn next_job_id(&self) -> u64 {
+        self.inner.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_job(&self, report: JobReport) {
+        *self
+            .inner
+            .last_job
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(report);
+    }
+
     pub(crate) fn run_job<I, O, F>(
         &self,
         verb: &'static str,
@@ -387,7 +460,7 @@ impl Session {
         O: Send,
         F: Fn(usize, I) -> Result<O> + Sync + Send,
     {
-        let job = self.inner.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = self.next_job_id();
         let progress = Progress::start(
             self.inner.progress,
             format!("{} job {job} ({verb})", self.inner.app_name),
@@ -453,17 +526,15 @@ impl Session {
                 }
             }
         }
-        *self
-            .inner
-            .last_job
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(JobReport {
+        self.record_job(JobReport {
             job,
             verb,
             seconds: started.elapsed().as_secs_f64(),
             threads: self.inner.threads,
             partitions,
             failed: failure.is_some(),
+            bytes_out: 0,
+            bytes_in: 0,
         });
         match failure {
             Some(err) => Err(err),
@@ -482,7 +553,7 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -520,6 +591,10 @@ pub struct JobReport {
     pub partitions: Vec<PartitionTiming>,
     /// Whether the job ended in an error.
     pub failed: bool,
+    /// Bytes sent to cluster workers (broadcast payloads and partitions); 0 locally.
+    pub bytes_out: u64,
+    /// Bytes of results received from cluster workers; 0 locally.
+    pub bytes_in: u64,
 }
 
 /// Time spent on one partition.
