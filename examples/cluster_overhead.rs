@@ -2,12 +2,13 @@
 //! this machine, side by side, with what the cluster ships per job.
 //!
 //! ```sh
-//! cargo build --release --features cluster --bin sparkbook &&
-//!     cargo run --release --features cluster --example cluster_overhead
+//! cargo build --features cluster --bin sparkbook &&
+//!     cargo run --features cluster --example cluster_overhead
 //! ```
 //!
 //! Prints a markdown table (BENCHMARKS.md#cluster). Workers are `sparkbook worker`
-//! processes found next to this example's binary (`target/release/sparkbook`).
+//! processes found next to this example's binary (`target/debug/sparkbook`: the dev
+//! profile is optimised, see Cargo.toml, and both sides of the table use it).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -132,7 +133,7 @@ fn worker_binary() -> PathBuf {
     let worker = dir.join("sparkbook");
     assert!(
         worker.is_file(),
-        "{} not found: cargo build --release --features cluster --bin sparkbook",
+        "{} not found: cargo build --features cluster --bin sparkbook",
         worker.display()
     );
     worker

@@ -42,6 +42,10 @@
 //!   `map_partitions`, `map_partitions_with_index`, `zip_with_index`, `glom`, `count`,
 //!   `take`, `first`, `reduce`, `fold`, `aggregate`, `foreach`, `repartition`, `union`.
 //! - [`Broadcast<T>`]: a value shared by reference; [`ByteSize`] reports its memory.
+//! - [`PartitionFn`]: partition work with a name ([`KnnPredict`], [`KnnClassify`], or
+//!   yours), run by [`PartitionedFrame::map_partitions_fn`] locally or, with feature
+//!   `cluster`, on worker processes (`sparkbook::cluster`, over timely dataflow): a
+//!   notebook moves to a cluster by changing how its session is built.
 //! - [`Accumulator<T>`]: a counter partitions add to; totals are deterministic.
 //! - [`preprocessing::StandardScaler`]: sklearn's `StandardScaler` for frames, fitted
 //!   on the training set and applied to both.
@@ -80,9 +84,12 @@
 //! from oversubscribing the cores.
 //!
 //! ## Compile times
-//! polars dominates the build. sparkbook enables only polars' `csv` and `fmt`
-//! features; a cold build of the crate and its dependencies takes a few minutes on two
-//! cores, and a notebook reuses it across cells.
+//! polars dominates the build. sparkbook enables only polars' `csv`, `fmt` and
+//! `ipc_streaming` features (IPC is how partitions travel to cluster workers; it is on
+//! without `cluster` too, since a polars feature that differs between builds recompiles
+//! all of polars, while `cluster` adds only timely's small crates). A cold build of
+//! the crate and its dependencies takes a few minutes on two cores, and a notebook
+//! reuses it across cells.
 #![deny(missing_docs)]
 
 mod accumulator;

@@ -118,6 +118,14 @@ fn local() -> Session {
 }
 
 #[test]
+fn sessions_and_registries_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Session>();
+    assert_send_sync::<Registry>();
+    assert_send_sync::<ClusterConfig>();
+}
+
+#[test]
 fn in_process_cluster_predicts_what_the_local_session_does() {
     within(Duration::from_secs(300), || {
         let addresses = loopback_addresses(3);
