@@ -204,6 +204,9 @@ pub(crate) fn connect(
         match listener.accept() {
             Ok((mut stream, from)) => {
                 stream.set_nonblocking(false).map_err(io_error)?;
+                // Without it, Nagle's algorithm and delayed acks hold small messages
+                // (a job's last progress update) for ~40 ms.
+                stream.set_nodelay(true).map_err(io_error)?;
                 let theirs =
                     read_hello(&mut stream, deadline).map_err(|reason| Error::Cluster {
                         process: None,
