@@ -35,7 +35,11 @@ fn main() -> sparkbook::Result<()> {
     let cases = [
         ("King County, k = 100", split(&houses)?, "price"),
         ("diamonds, k = 100", split(&diamonds)?, "price"),
-        ("synthetic 200k x 50k, d = 8, k = 100", synthetic(200_000, 50_000, 8), "y"),
+        (
+            "synthetic 200k x 50k, d = 8, k = 100",
+            synthetic(200_000, 50_000, 8),
+            "y",
+        ),
     ];
 
     println!(
@@ -120,7 +124,11 @@ fn main() -> sparkbook::Result<()> {
 }
 
 /// The seed workflow with the named predict function.
-fn job(sc: &Session, model: &Broadcast<KnnRegressor>, test: &DataFrame) -> sparkbook::Result<DataFrame> {
+fn job(
+    sc: &Session,
+    model: &Broadcast<KnnRegressor>,
+    test: &DataFrame,
+) -> sparkbook::Result<DataFrame> {
     sc.parallelize(test, PARTITIONS)?
         .zip_with_index()?
         .map_partitions_fn(KnnPredict, model)?
@@ -129,7 +137,10 @@ fn job(sc: &Session, model: &Broadcast<KnnRegressor>, test: &DataFrame) -> spark
 
 fn worker_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("own path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target/<profile>");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>");
     let worker = dir.join("sparkbook");
     assert!(
         worker.is_file(),

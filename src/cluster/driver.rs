@@ -361,7 +361,9 @@ impl Drop for Cluster {
             let _ = joined.recv_timeout(Duration::from_secs(5));
             let deadline = Instant::now() + Duration::from_secs(2);
             while Instant::now() < deadline
-                && children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None)))
+                && children
+                    .iter_mut()
+                    .any(|c| matches!(c.try_wait(), Ok(None)))
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
