@@ -32,7 +32,11 @@ fn fit(algorithm: Algorithm, train: &DataFrame) -> KnnRegressor {
 
 /// Predict 2,000 queries, k = 100, against 100,000 training rows.
 fn predict(c: &mut Criterion) {
-    let sc = Session::builder().threads(1).progress(false).build().expect("session");
+    let sc = Session::builder()
+        .threads(1)
+        .progress(false)
+        .build()
+        .expect("session");
     let mut group = c.benchmark_group("predict 2k queries x 100k train, k=100");
     group.sample_size(10);
     for d in [8, 32] {
@@ -40,14 +44,18 @@ fn predict(c: &mut Criterion) {
         group.throughput(Throughput::Elements(test.height() as u64));
         for (name, algorithm) in [("brute", Algorithm::Brute), ("kd_tree", Algorithm::KdTree)] {
             let model = sc.broadcast(fit(algorithm, &train));
-            group.bench_with_input(BenchmarkId::new(name, format!("d={d}")), &test, |b, test| {
-                b.iter(|| {
-                    sc.parallelize(test, 1)
-                        .and_then(|p| p.map_partitions_fn(KnnPredict, &model))
-                        .and_then(|p| p.collect())
-                        .expect("predict")
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("d={d}")),
+                &test,
+                |b, test| {
+                    b.iter(|| {
+                        sc.parallelize(test, 1)
+                            .and_then(|p| p.map_partitions_fn(KnnPredict, &model))
+                            .and_then(|p| p.collect())
+                            .expect("predict")
+                    })
+                },
+            );
         }
     }
     group.finish();
