@@ -109,6 +109,15 @@ fn seed_workflow(sc: &Session) -> sparkbook::Result<DataFrame> {
         .collect()
 }
 
+/// A session with `workers` local worker processes of one thread each.
+fn spawned(workers: usize) -> Session {
+    Session::builder()
+        .progress(false)
+        .cluster(ClusterConfig::local_processes(workers, WORKER).worker_threads(1))
+        .build()
+        .unwrap()
+}
+
 fn local() -> Session {
     Session::builder()
         .threads(2)
@@ -222,11 +231,7 @@ fn worker_processes_from_a_hostfile_run_the_seed_workflow_bit_for_bit() {
 #[test]
 fn local_processes_are_started_and_stopped_by_the_session() {
     within(Duration::from_secs(300), || {
-        let sc = Session::builder()
-            .progress(false)
-            .cluster(ClusterConfig::local_processes(2, WORKER).worker_threads(1))
-            .build()
-            .unwrap();
+        let sc = spawned(2);
         assert!(
             seed_workflow(&sc)
                 .unwrap()
@@ -234,14 +239,14 @@ fn local_processes_are_started_and_stopped_by_the_session() {
         );
         // Closures run on the driver, next to named functions on the workers.
         let df = df!("x" => [1i64, 2, 3]).unwrap();
-        let doubled = sc
+        let selected = sc
             .parallelize(&df, 2)
             .unwrap()
             .map_partitions(|p| p.select(["x"]))
             .unwrap()
             .collect()
             .unwrap();
-        assert_eq!(doubled, df);
+        assert_eq!(selected, df);
     });
 }
 
@@ -263,11 +268,7 @@ impl PartitionFn for Identity {
 #[test]
 fn a_function_the_workers_lack_is_refused_before_the_job_and_the_session_goes_on() {
     within(Duration::from_secs(300), || {
-        let sc = Session::builder()
-            .progress(false)
-            .cluster(ClusterConfig::local_processes(1, WORKER).worker_threads(1))
-            .build()
-            .unwrap();
+        let sc = spawned(1);
         let df = df!("x" => [1.0, 2.0]).unwrap();
         // Locally the same function runs.
         let here = local().parallelize(&df, 2).unwrap();

@@ -170,25 +170,23 @@ fn run_epoch(
                 states.insert((id, function), state);
             }
             Command::Destroy { id } => states.retain(|(held, _), _| *held != id),
-            task @ Command::Task { .. } => tasks.push(task),
-        }
-    }
-    let Some(session) = session else {
-        return Vec::new();
-    };
-    let inputs: Vec<_> = tasks
-        .into_iter()
-        .filter_map(|task| match task {
             Command::Task {
                 partition,
                 function,
                 broadcast,
                 frame,
-            } => {
-                let state = states.get(&(broadcast, function.clone())).cloned();
-                Some((partition, function, state, frame))
-            }
-            _ => None,
+            } => tasks.push((partition, function, broadcast, frame)),
+        }
+    }
+    let Some(session) = session else {
+        return Vec::new();
+    };
+    // States are looked up after the whole epoch's broadcasts are applied.
+    let inputs: Vec<_> = tasks
+        .into_iter()
+        .map(|(partition, function, broadcast, frame)| {
+            let state = states.get(&(broadcast, function.clone())).cloned();
+            (partition, function, state, frame)
         })
         .collect();
     let rows = vec![0; inputs.len()];

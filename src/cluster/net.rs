@@ -186,14 +186,12 @@ pub(crate) fn connect(
             process: Some(peer),
             reason,
         })?;
-        handshake(&mut stream, hello, deadline).map_err(|reason| Error::Cluster {
-            process: Some(peer),
-            reason: format!("{address}: {reason}"),
-        })?;
-        let theirs = read_hello(&mut stream, deadline).map_err(|reason| Error::Cluster {
-            process: Some(peer),
-            reason: format!("{address}: {reason}"),
-        })?;
+        let theirs = handshake(&mut stream, hello, deadline)
+            .and_then(|()| read_hello(&mut stream, deadline))
+            .map_err(|reason| Error::Cluster {
+                process: Some(peer),
+                reason: format!("{address}: {reason}"),
+            })?;
         check(&theirs, peer)?;
         hellos[peer] = Some(theirs);
         links[peer] = Some(link(stream, peer));
