@@ -7,7 +7,7 @@
 //! [`distance`](super::metric::distance). Memory stays at a few block
 //! buffers regardless of the number of queries or training rows.
 
-use super::metric::{CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid};
+use super::metric::{CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance};
 use super::select::{Neighbors, TopK};
 
 /// Queries per block. With [`TRAIN_BLOCK`] this makes a product of 512 KiB
@@ -18,6 +18,17 @@ use super::select::{Neighbors, TopK};
 const QUERY_BLOCK: usize = 512;
 /// Training rows per GEMM block.
 const TRAIN_BLOCK: usize = 256;
+/// Training rows that seed each query's top k at once (see [`prefilter`]):
+/// past a few thousand the saving flattens (`k ln(n / seed)` pushes are left),
+/// while the packed rows and the seed products must stay in cache.
+const SEED_ROWS: usize = 16 * 1024;
+/// Bytes the packed seed rows may take: wide rows seed from fewer of them.
+const SEED_BYTES: usize = 2 << 20;
+/// Queries whose seed products are taken in one GEMM: `SEED_QUERIES x SEED_ROWS`
+/// f32 values fill 1 MiB, about the L2 cache of one core.
+const SEED_QUERIES: usize = 16;
+/// Products sampled per query to guess the k-th smallest.
+const SEED_SAMPLE: usize = 512;
 /// Training block size, in bytes, for the direct (non-GEMM) loops: the block
 /// stays in L1/L2 while every query of the query block sweeps it.
 const DIRECT_BLOCK_BYTES: usize = 32 * 1024;
@@ -89,13 +100,20 @@ impl Brute {
         queries: Points,
         out: &mut Neighbors,
     ) -> bool {
+        let seed = seed_rows::<f32>(train.rows, train.dim);
         match self.precision(queries) {
-            Some(Precision::F32) => prefilter::<f32>(train, ids, queries, &self.mu, out),
-            Some(Precision::F64) => prefilter::<f64>(train, ids, queries, &self.mu, out),
+            Some(Precision::F32) => prefilter::<f32>(train, ids, queries, &self.mu, seed, out),
+            Some(Precision::F64) => prefilter::<f64>(train, ids, queries, &self.mu, seed, out),
             None => return false,
         }
         true
     }
+}
+
+/// How many of `rows` training rows of `dim` values seed the top k.
+fn seed_rows<T>(rows: usize, dim: usize) -> usize {
+    let fit = SEED_BYTES / ((dim + 1) * std::mem::size_of::<T>());
+    rows.min(SEED_ROWS).min(fit)
 }
 
 /// Exact brute force in one call, its training statistics computed on the spot.
@@ -152,6 +170,13 @@ trait Lane: Copy + PartialOrd + Default {
     /// Absolute error a subnormal product or sum can add, per term.
     const TINY: f64;
     fn from_f64(v: f64) -> Self;
+    /// An integer that orders as the value's f32 rounding (`total_cmp`), for
+    /// selecting among products with integer compares.
+    fn order_key(self) -> u32;
+    /// [`at_most`] of a full chunk.
+    fn at_most_64(chunk: &[Self; 64], t: Self) -> u64 {
+        at_most_any(chunk, t)
+    }
     /// The least value of this type that is `>= v`, so a threshold never
     /// tightens when it is narrowed.
     fn at_least(v: f64) -> Self;
@@ -185,6 +210,13 @@ impl Lane for f64 {
     fn from_f64(v: f64) -> Self {
         v
     }
+    fn order_key(self) -> u32 {
+        (self as f32).order_key()
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn at_most_64(chunk: &[f64; 64], t: f64) -> u64 {
+        sse2::at_most_f64(chunk, t)
+    }
     fn at_least(v: f64) -> Self {
         v
     }
@@ -197,6 +229,18 @@ impl Lane for f32 {
     const GEMM: GemmFn<f32> = matrixmultiply::sgemm;
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+    fn order_key(self) -> u32 {
+        let b = self.to_bits();
+        if b & (1 << 31) != 0 {
+            !b
+        } else {
+            b | (1 << 31)
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    fn at_most_64(chunk: &[f32; 64], t: f32) -> u64 {
+        sse2::at_most_f32(chunk, t)
     }
     fn at_least(v: f64) -> Self {
         let r = v as f32; // round to nearest: at most one step below v
@@ -297,38 +341,56 @@ fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
 /// `c = 4 (d + 4) eps` (over 1.5x that loss) `S > L`. Underflow adds absolute
 /// errors below `d * 2^-1074` in f64, covered by the `MIN_POSITIVE` inside `L`,
 /// and below `(d + 2) * 2^-149` in f32, covered by `T::TINY` per term.
+///
+/// # Why the first rows are seeded
+/// Scanned in order, the j-th training row enters a query's top k with
+/// probability k / j, so a plain scan computes `k (1 + ln(n / k))` exact
+/// distances and heap pushes (608 per query on King County, where they were
+/// 85% of the time, against 7% for the GEMM). The first `seed` rows are
+/// instead taken all at once: the k rows with the smallest products become
+/// the query's first top k, whose exact k-th distance is then nearly the final
+/// one, and a second look at the same products lets through only the rows
+/// that might still beat it. Which k rows seed the heap is a matter of speed
+/// alone: every row is either pushed or skipped by the bound above.
 fn prefilter<T: Lane>(
     train: Points,
     ids: Option<&[u32]>,
     queries: Points,
     mu: &[f64],
+    seed: usize,
     out: &mut Neighbors,
 ) {
-    let id = |j: usize| ids.map_or(j as u32, |ids| ids[j]);
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let width = dim + 1;
     let shrink = 1.0 - slack::<T>(dim);
-    let tiny = 4.0 * (dim as f64 + 2.0) * T::TINY;
-    let threshold = |limit: f64, qnorm: f64| T::at_least(limit - shrink * qnorm + tiny);
+    let mut scan = Scan {
+        train,
+        ids,
+        limits: [f64::INFINITY; QUERY_BLOCK],
+        thr: [T::from_f64(f64::INFINITY); QUERY_BLOCK],
+        qnorm: [0.0; QUERY_BLOCK],
+        tops: (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect(),
+        shrink,
+        tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
+    };
+    let seed = if seed >= out.k { seed.min(n) } else { 0 };
+    let mut seeding = Seeding::<T>::new(train, mu, shrink, seed, out.k);
 
     let mut qpack = vec![T::default(); QUERY_BLOCK * width];
     let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
     let mut prod = vec![T::default(); QUERY_BLOCK * TRAIN_BLOCK];
-    let mut qnorm = [0.0; QUERY_BLOCK];
-    let mut limits = [f64::INFINITY; QUERY_BLOCK];
-    let mut thr = [T::from_f64(f64::INFINITY); QUERY_BLOCK];
-    let mut tops: Vec<TopK> = (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect();
 
     for q0 in (0..m).step_by(QUERY_BLOCK) {
         let qn = QUERY_BLOCK.min(m - q0);
         for i in 0..qn {
-            qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_BLOCK, -2.0);
+            scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_BLOCK, -2.0);
             qpack[dim * QUERY_BLOCK + i] = T::from_f64(1.0);
         }
-        limits.fill(f64::INFINITY);
-        thr.fill(T::from_f64(f64::INFINITY));
+        scan.limits.fill(f64::INFINITY);
+        scan.thr.fill(T::from_f64(f64::INFINITY));
+        seeding.run(&mut scan, queries, q0, qn, &qpack);
 
-        for t0 in (0..n).step_by(TRAIN_BLOCK) {
+        for t0 in (seed..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
             for j in 0..tn {
                 let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
@@ -340,35 +402,286 @@ fn prefilter<T: Lane>(
                 (&tpack, TRAIN_BLOCK),
                 &mut prod,
             );
-
             for i in 0..qn {
-                let q = queries.row(q0 + i);
                 let g = &prod[i * tn..(i + 1) * tn];
-                for (c, chunk) in g.chunks(8).enumerate() {
-                    // Branch-free test of a whole chunk so the common case
-                    // (nothing passes) vectorises. The norm cap keeps every
-                    // product finite, so `<=` is exactly "not provably out".
-                    let t = thr[i];
-                    if !chunk.iter().fold(false, |any, &v| any | (v <= t)) {
-                        continue;
+                scan.pass(i, queries.row(q0 + i), g, t0, None);
+            }
+        }
+        for (i, top) in scan.tops.iter_mut().take(qn).enumerate() {
+            out.store(q0 + i, top);
+        }
+    }
+}
+
+/// A query block's running top k and the thresholds derived from them.
+struct Scan<'a, T> {
+    train: Points<'a>,
+    ids: Option<&'a [u32]>,
+    /// `SqEuclid::limit` of each query's current k-th distance.
+    limits: [f64; QUERY_BLOCK],
+    /// The product above which a training row is provably out (see [`prefilter`]).
+    thr: [T; QUERY_BLOCK],
+    /// `fl|x' |^2` of each query.
+    qnorm: [f64; QUERY_BLOCK],
+    tops: Vec<TopK>,
+    shrink: f64,
+    tiny: f64,
+}
+
+impl<T: Lane> Scan<'_, T> {
+    /// Offers training row `j` to query `i` with its exact distance.
+    #[inline]
+    fn offer(&mut self, i: usize, q: &[f64], j: usize) {
+        if let Some(d) = SqEuclid.within(q, self.train.row(j), self.limits[i]) {
+            let id = self.ids.map_or(j as u32, |ids| ids[j]);
+            if self.tops[i].push(d, id) {
+                self.limits[i] = SqEuclid.limit(self.tops[i].kth(), self.train.dim);
+                self.thr[i] = T::at_least(self.limits[i] - self.shrink * self.qnorm[i] + self.tiny);
+            }
+        }
+    }
+
+    /// Makes rows `seeds` (exactly k of them) query `i`'s top k: their
+    /// distances are independent, so they are computed apart from the heap,
+    /// which is then built in one go.
+    fn seed(&mut self, i: usize, q: &[f64], seeds: impl Iterator<Item = usize>) {
+        let (train, ids) = (self.train, self.ids);
+        self.tops[i].fill(seeds.map(|j| {
+            let d = distance(Metric::Euclidean, q, train.row(j));
+            (d, ids.map_or(j as u32, |ids| ids[j]))
+        }));
+        self.limits[i] = SqEuclid.limit(self.tops[i].kth(), train.dim);
+        self.thr[i] = T::at_least(self.limits[i] - self.shrink * self.qnorm[i] + self.tiny);
+    }
+
+    /// Offers every row of `g` (the products of query `i` with training rows
+    /// `t0..`) that its threshold does not rule out, except those marked in
+    /// `skip`.
+    fn pass(&mut self, i: usize, q: &[f64], g: &[T], t0: usize, skip: Option<&[u64]>) {
+        for (c, chunk) in g.chunks(64).enumerate() {
+            let mut bits = at_most(chunk, self.thr[i]);
+            if let Some(skip) = skip {
+                bits &= !skip[c];
+            }
+            while bits != 0 {
+                let o = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // The threshold may have tightened since the mask was taken.
+                if chunk[o] <= self.thr[i] {
+                    self.offer(i, q, t0 + c * 64 + o);
+                }
+            }
+        }
+    }
+}
+
+/// Bit `o` set iff `chunk[o] <= t`, for a chunk of at most 64 values.
+#[inline]
+fn at_most<T: Lane>(chunk: &[T], t: T) -> u64 {
+    match <&[T; 64]>::try_from(chunk) {
+        Ok(full) => T::at_most_64(full, t),
+        Err(_) => at_most_any(chunk, t),
+    }
+}
+
+#[inline]
+fn at_most_any<T: Lane>(chunk: &[T], t: T) -> u64 {
+    chunk
+        .iter()
+        .enumerate()
+        .fold(0, |bits, (o, &v)| bits | (u64::from(v <= t) << o))
+}
+
+/// SSE2 (every x86-64 has it) masks of 4 f32 or 2 f64 compares at a time:
+/// the compiler builds the same mask from shuffles and shifts, at twice the
+/// cost of the whole King County scan. Most chunks hold no survivor, so their
+/// compares are OR-ed and tested once before any bit is assembled.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128, __m128d, _mm_cmple_pd, _mm_cmple_ps, _mm_loadu_pd, _mm_loadu_ps, _mm_movemask_pd,
+        _mm_movemask_ps, _mm_or_pd, _mm_or_ps, _mm_set1_pd, _mm_set1_ps, _mm_setzero_pd,
+        _mm_setzero_ps,
+    };
+
+    #[inline]
+    pub(super) fn at_most_f32(v: &[f32; 64], t: f32) -> u64 {
+        // SAFETY: SSE2 is part of every x86-64 target, and the loads read
+        // lanes 4g..4g + 4 < 64 of the array.
+        unsafe {
+            let mut cmp: [__m128; 16] = [_mm_setzero_ps(); 16];
+            let mut any = _mm_setzero_ps();
+            let tv = _mm_set1_ps(t);
+            for (g, c) in cmp.iter_mut().enumerate() {
+                *c = _mm_cmple_ps(_mm_loadu_ps(v.as_ptr().add(4 * g)), tv);
+                any = _mm_or_ps(any, *c);
+            }
+            if _mm_movemask_ps(any) == 0 {
+                return 0;
+            }
+            let mut bits = 0;
+            for (g, &c) in cmp.iter().enumerate() {
+                bits |= (_mm_movemask_ps(c) as u64) << (4 * g);
+            }
+            bits
+        }
+    }
+
+    #[inline]
+    pub(super) fn at_most_f64(v: &[f64; 64], t: f64) -> u64 {
+        // SAFETY: as above, lanes 2g..2g + 2 < 64.
+        unsafe {
+            let mut cmp: [__m128d; 32] = [_mm_setzero_pd(); 32];
+            let mut any = _mm_setzero_pd();
+            let tv = _mm_set1_pd(t);
+            for (g, c) in cmp.iter_mut().enumerate() {
+                *c = _mm_cmple_pd(_mm_loadu_pd(v.as_ptr().add(2 * g)), tv);
+                any = _mm_or_pd(any, *c);
+            }
+            if _mm_movemask_pd(any) == 0 {
+                return 0;
+            }
+            let mut bits = 0;
+            for (g, &c) in cmp.iter().enumerate() {
+                bits |= (_mm_movemask_pd(c) as u64) << (2 * g);
+            }
+            bits
+        }
+    }
+}
+
+/// A product and its row in one integer: the product's order first.
+#[inline]
+fn keyed<T: Lane>(v: T, row: usize) -> u64 {
+    u64::from(v.order_key()) << 32 | row as u64
+}
+
+/// The first training rows, packed once per call, and the buffers that seed
+/// each query's top k from them (see [`prefilter`]).
+struct Seeding<T> {
+    rows: usize,
+    pack: Vec<T>,
+    prod: Vec<T>,
+    pick: Pick,
+    /// The seeded rows, so the second look does not offer them twice.
+    seeded: Vec<u64>,
+}
+
+impl<T: Lane> Seeding<T> {
+    fn new(train: Points, mu: &[f64], shrink: f64, rows: usize, k: usize) -> Seeding<T> {
+        let dim = train.dim;
+        let mut pack = vec![T::default(); rows * (dim + 1)];
+        for j in 0..rows {
+            let ny = pack_row(train.row(j), mu, &mut pack[j..], rows, 1.0);
+            pack[dim * rows + j] = T::from_f64(shrink * ny);
+        }
+        Seeding {
+            rows,
+            pack,
+            prod: vec![T::default(); SEED_QUERIES * rows],
+            pick: Pick {
+                k,
+                cand: Vec::with_capacity(rows),
+                sample: Vec::with_capacity(SEED_SAMPLE + 1),
+            },
+            seeded: vec![0; rows.div_ceil(64)],
+        }
+    }
+
+    /// Seeds queries `q0..q0 + qn`, whose packed form is `qpack`.
+    fn run(&mut self, scan: &mut Scan<T>, queries: Points, q0: usize, qn: usize, qpack: &[T]) {
+        let s = self.rows;
+        if s == 0 {
+            return;
+        }
+        let width = queries.dim + 1;
+        let k = self.pick.k;
+        for b0 in (0..qn).step_by(SEED_QUERIES) {
+            let bn = SEED_QUERIES.min(qn - b0);
+            gemm(
+                (bn, width, s),
+                (&qpack[b0..], QUERY_BLOCK),
+                (&self.pack, s),
+                &mut self.prod,
+            );
+            for b in 0..bn {
+                let i = b0 + b;
+                let q = queries.row(q0 + i);
+                let g = &self.prod[b * s..(b + 1) * s];
+                let bound = self.pick.choose(g);
+                let (seeds, rest) = self.pick.cand.split_at(k);
+                scan.seed(i, q, seeds.iter().map(|&e| e as u32 as usize));
+                if scan.thr[i] <= bound {
+                    // Every row the threshold lets through was collected.
+                    for &e in rest {
+                        let j = e as u32 as usize;
+                        if g[j] <= scan.thr[i] {
+                            scan.offer(i, q, j);
+                        }
                     }
-                    for (o, &v) in chunk.iter().enumerate() {
-                        if v > thr[i] {
-                            continue;
-                        }
-                        let j = t0 + c * 8 + o;
-                        if let Some(d) = SqEuclid.within(q, train.row(j), limits[i]) {
-                            if tops[i].push(d, id(j)) {
-                                limits[i] = SqEuclid.limit(tops[i].kth(), dim);
-                                thr[i] = threshold(limits[i], qnorm[i]);
-                            }
-                        }
+                } else {
+                    for &e in seeds {
+                        let j = e as u32 as usize;
+                        self.seeded[j / 64] |= 1 << (j % 64);
+                    }
+                    scan.pass(i, q, g, 0, Some(&self.seeded));
+                    for &e in seeds {
+                        self.seeded[e as u32 as usize / 64] = 0;
                     }
                 }
             }
         }
-        for (i, top) in tops.iter_mut().take(qn).enumerate() {
-            out.store(q0 + i, top);
+    }
+}
+
+/// Picks the rows that seed one query.
+struct Pick {
+    k: usize,
+    /// `(order key of the product, row)` of every row whose product is at most
+    /// the bound [`Pick::choose`] returns; the k smallest first.
+    cand: Vec<u64>,
+    /// The same for a strided sample of the rows.
+    sample: Vec<u64>,
+}
+
+impl Pick {
+    /// Collects into `cand` the rows of `g` whose product is at most a bound
+    /// (returned) chosen so that they are about 2k, the k smallest first. The
+    /// bound comes from a strided sample of `g`; it is infinite, taking every
+    /// row, when the sample is too small to say or the guess fell short.
+    fn choose<T: Lane>(&mut self, g: &[T]) -> T {
+        let k = self.k;
+        let stride = (g.len() / SEED_SAMPLE).max(1);
+        let rank = (2 * k).div_ceil(stride) + 4;
+        self.sample.clear();
+        self.sample
+            .extend((0..g.len()).step_by(stride).map(|j| keyed(g[j], j)));
+        self.cand.clear();
+        let mut bound = T::from_f64(f64::INFINITY);
+        if rank < self.sample.len() {
+            let guess = *self.sample.select_nth_unstable(rank).1;
+            bound = g[guess as u32 as usize];
+            self.collect(g, bound);
+        }
+        if self.cand.len() < k {
+            bound = T::from_f64(f64::INFINITY);
+            self.collect(g, bound);
+        }
+        if self.cand.len() > k {
+            self.cand.select_nth_unstable(k - 1);
+        }
+        bound
+    }
+
+    fn collect<T: Lane>(&mut self, g: &[T], t: T) {
+        self.cand.clear();
+        for (c, chunk) in g.chunks(64).enumerate() {
+            let mut bits = at_most(chunk, t);
+            while bits != 0 {
+                let o = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.cand.push(keyed(chunk[o], c * 64 + o));
+            }
         }
     }
 }
@@ -464,6 +777,46 @@ mod tests {
         all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let want: Vec<u32> = all[..k].iter().map(|e| e.1).collect();
         assert_eq!(brute_knn(tp, qp, k, Metric::Euclidean).indices, want);
+    }
+
+    /// However many rows seed the top k (none, exactly k, some, all), and in
+    /// either precision, the answer is the sort-everything one, the rows after
+    /// the seed going through the plain scan. (Calls through `Brute::knn` seed
+    /// from all rows below 16k, so this is where the mixed case is checked.)
+    #[test]
+    fn any_seed_size_gives_the_oracle() {
+        let (n, m, dim) = (700, 40, 5);
+        let value = |i: usize, t: usize| match (i * 7 + t * 3) % 5 {
+            0 => ((i * 13 + t) % 3) as f64,
+            _ => ((i * 7919 + t * 104_729) % 1000) as f64 / 250.0,
+        };
+        let train: Vec<f64> = (0..n * dim).map(|x| value(x / dim, x % dim)).collect();
+        let queries: Vec<f64> = (0..m * dim)
+            .map(|x| value(x / dim * 31 + 5, x % dim))
+            .collect();
+        let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
+        let mu = column_means(tp);
+        for k in [1, 10, 100] {
+            let mut want = Neighbors::for_call(tp, qp, k);
+            for qi in 0..m {
+                let mut all: Vec<(f64, u32)> = (0..n)
+                    .map(|j| (distance(Metric::Euclidean, qp.row(qi), tp.row(j)), j as u32))
+                    .collect();
+                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                for (r, &(d, j)) in all[..k].iter().enumerate() {
+                    want.distances[qi * k + r] = d;
+                    want.indices[qi * k + r] = j;
+                }
+            }
+            for seed in [0, k, k + 1, 130, n - 1, n] {
+                let mut got = Neighbors::for_call(tp, qp, k);
+                prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
+                assert_eq!(got, want, "f32, k = {k}, seed = {seed}");
+                let mut got = Neighbors::for_call(tp, qp, k);
+                prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
+                assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
+            }
+        }
     }
 
     /// Each scale of data takes the precision meant for it, and every one equals

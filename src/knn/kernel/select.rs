@@ -115,6 +115,17 @@ impl TopK {
         }
     }
 
+    /// Makes an empty heap hold exactly k given entries, in O(k) rather than k
+    /// pushes.
+    pub(crate) fn fill(&mut self, entries: impl Iterator<Item = (f64, u32)>) {
+        debug_assert!(self.heap.is_empty());
+        self.heap.extend(entries.map(|(d, i)| entry(d, i)));
+        debug_assert_eq!(self.heap.len(), self.k);
+        for i in (0..self.heap.len() / 2).rev() {
+            self.sift_down(i);
+        }
+    }
+
     fn sift_up(&mut self, mut i: usize) {
         let h = &mut self.heap;
         while i > 0 {
