@@ -7,7 +7,9 @@
 //! [`distance`](super::metric::distance). Memory stays at a few block
 //! buffers regardless of the number of queries or training rows.
 
-use super::metric::{CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance};
+use super::metric::{
+    CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance, fold4,
+};
 use super::select::{Neighbors, TopK};
 
 /// Queries per block. With [`TRAIN_BLOCK`] this makes a product of 512 KiB
@@ -370,6 +372,7 @@ fn prefilter<T: Lane>(
         thr: [T::from_f64(f64::INFINITY); QUERY_BLOCK],
         qnorm: [0.0; QUERY_BLOCK],
         tops: (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect(),
+        fresh: Vec::with_capacity(out.k),
         shrink,
         tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
     };
@@ -424,6 +427,8 @@ struct Scan<'a, T> {
     /// `fl|x' |^2` of each query.
     qnorm: [f64; QUERY_BLOCK],
     tops: Vec<TopK>,
+    /// Seed distances on their way into a heap.
+    fresh: Vec<(f64, u32)>,
     shrink: f64,
     tiny: f64,
 }
@@ -441,15 +446,26 @@ impl<T: Lane> Scan<'_, T> {
         }
     }
 
-    /// Makes rows `seeds` (exactly k of them) query `i`'s top k: their
-    /// distances are independent, so they are computed apart from the heap,
-    /// which is then built in one go.
-    fn seed(&mut self, i: usize, q: &[f64], seeds: impl Iterator<Item = usize>) {
+    /// Makes the rows of `seeds` (keyed, exactly k of them) query `i`'s top
+    /// k: their distances are independent, so they are computed four at a time
+    /// apart from the heap, which is then built in one go.
+    fn seed(&mut self, i: usize, q: &[f64], seeds: &[u64]) {
         let (train, ids) = (self.train, self.ids);
-        self.tops[i].fill(seeds.map(|j| {
+        let id = |j: usize| ids.map_or(j as u32, |ids| ids[j]);
+        self.fresh.clear();
+        let quads = seeds.chunks_exact(4);
+        for &e in quads.remainder() {
+            let j = e as u32 as usize;
             let d = distance(Metric::Euclidean, q, train.row(j));
-            (d, ids.map_or(j as u32, |ids| ids[j]))
-        }));
+            self.fresh.push((d, id(j)));
+        }
+        for quad in quads {
+            let j: [usize; 4] = std::array::from_fn(|r| quad[r] as u32 as usize);
+            let d = fold4(SqEuclid, q, j.map(|j| train.row(j)));
+            self.fresh
+                .extend((0..4).map(|r| (SqEuclid.finish(d[r]), id(j[r]))));
+        }
+        self.tops[i].fill_best(self.fresh.drain(..));
         self.limits[i] = SqEuclid.limit(self.tops[i].kth(), train.dim);
         self.thr[i] = T::at_least(self.limits[i] - self.shrink * self.qnorm[i] + self.tiny);
     }
@@ -610,7 +626,7 @@ impl<T: Lane> Seeding<T> {
                 let g = &self.prod[b * s..(b + 1) * s];
                 let bound = self.pick.choose(g);
                 let (seeds, rest) = self.pick.cand.split_at(k);
-                scan.seed(i, q, seeds.iter().map(|&e| e as u32 as usize));
+                scan.seed(i, q, seeds);
                 if scan.thr[i] <= bound {
                     // Every row the threshold lets through was collected.
                     for &e in rest {

@@ -60,6 +60,21 @@ pub fn distance(metric: Metric, a: &[f64], b: &[f64]) -> f64 {
     }
 }
 
+/// The complete folds (no early exit) from `q` to four rows at once. Each
+/// row's fold is the reference's, term for term, so the bits are the same;
+/// interleaving the four lets their chains of dependent operations overlap.
+#[inline(always)]
+pub(crate) fn fold4<F: Fold>(f: F, q: &[f64], rows: [&[f64]; 4]) -> [f64; 4] {
+    let rows = rows.map(|r| &r[..q.len()]);
+    let mut acc = [0.0f64; 4];
+    for (t, &x) in q.iter().enumerate() {
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            *a = F::combine(*a, f.term(x - row[t]));
+        }
+    }
+    acc
+}
+
 fn exact<F: Fold>(f: F, a: &[f64], b: &[f64]) -> f64 {
     f.finish(fold_until(f, a, b, f64::INFINITY))
 }
@@ -201,7 +216,7 @@ impl Fold for Lp {
 /// exceeds `limit`. With `limit = inf` this is the reference; the check never
 /// changes the arithmetic, so a completed fold is bit-identical to it.
 #[inline(always)]
-fn fold_until<F: Fold>(f: F, a: &[f64], b: &[f64], limit: f64) -> f64 {
+pub(crate) fn fold_until<F: Fold>(f: F, a: &[f64], b: &[f64], limit: f64) -> f64 {
     let mut acc = 0.0;
     for (x, y) in a.iter().zip(b) {
         acc = F::combine(acc, f.term(x - y));
@@ -314,6 +329,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn four_at_once_is_the_reference((a, b, c) in vecs()) {
+            let rows = [&b[..], &c, &a, &b];
+            for (x, row) in fold4(SqEuclid, &a, rows).iter().zip(rows) {
+                let want = distance(Metric::Euclidean, &a, row);
+                prop_assert_eq!(SqEuclid.finish(*x).to_bits(), want.to_bits());
+            }
+            for (x, row) in fold4(L1, &a, rows).iter().zip(rows) {
+                prop_assert_eq!(x.to_bits(), distance(Metric::Manhattan, &a, row).to_bits());
+            }
+            for (x, row) in fold4(LInf, &a, rows).iter().zip(rows) {
+                prop_assert_eq!(x.to_bits(), distance(Metric::Chebyshev, &a, row).to_bits());
+            }
+        }
+
         #[test]
         fn limits_and_bounds_are_safe((a, b, c) in vecs()) {
             check(SqEuclid, Metric::Euclidean, &a, &b, &c);

@@ -86,6 +86,10 @@ impl TopK {
         }
     }
 
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
     /// The k-th best distance, or +inf while fewer than k entries were seen:
     /// anything at most this far might still be admitted.
     #[inline]
@@ -115,12 +119,15 @@ impl TopK {
         }
     }
 
-    /// Makes an empty heap hold exactly k given entries, in O(k) rather than k
-    /// pushes.
-    pub(crate) fn fill(&mut self, entries: impl Iterator<Item = (f64, u32)>) {
+    /// Makes an empty heap hold the best k of `entries` (all of them if fewer),
+    /// in linear time rather than a push each.
+    pub(crate) fn fill_best(&mut self, entries: impl Iterator<Item = (f64, u32)>) {
         debug_assert!(self.heap.is_empty());
         self.heap.extend(entries.map(|(d, i)| entry(d, i)));
-        debug_assert_eq!(self.heap.len(), self.k);
+        if self.heap.len() > self.k {
+            self.heap.select_nth_unstable(self.k - 1);
+            self.heap.truncate(self.k);
+        }
         for i in (0..self.heap.len() / 2).rev() {
             self.sift_down(i);
         }
@@ -205,6 +212,18 @@ mod tests {
             let (mut d, mut i) = (vec![0.0; k], vec![0u32; k]);
             top.drain_sorted(&mut d, &mut i);
             let want: (Vec<f64>, Vec<u32>) = all[..k].iter().copied().unzip();
+            prop_assert_eq!((d, i), want.clone());
+
+            // Filled in one go from any split of the same entries, then pushed
+            // the rest: the same answer.
+            let split = ds.len() / 3;
+            let mut top = TopK::new(k);
+            top.fill_best(ds[..split].iter().enumerate().map(|(i, &d)| (f64::from(d), i as u32)));
+            for (i, &d) in ds.iter().enumerate().skip(split) {
+                top.push(f64::from(d), i as u32);
+            }
+            let (mut d, mut i) = (vec![0.0; k], vec![0u32; k]);
+            top.drain_sorted(&mut d, &mut i);
             prop_assert_eq!((d, i), want);
         }
     }
