@@ -227,9 +227,10 @@ fn auto_choice_at_higher_dimensions_stays_exact() {
     let x = Array2::from_shape_fn((n, d), |(i, j)| ((i * 31 + j * 17) % 23) as f64 / 7.0);
     let q = Array2::from_shape_fn((30, d), |(i, j)| ((i * 11 + j * 5) % 19) as f64 / 6.0);
     let data = linfa::Dataset::new(x.clone(), Array1::from_iter((0..n).map(|i| i as f64)));
-    // Euclidean: the tree (which hands off to brute force by itself); others: brute force.
+    // Euclidean: brute force, because the tree tried at fit would scan most of
+    // the 500 rows; other metrics: brute force above 16 dimensions.
     for (metric, chosen) in [
-        (Metric::Euclidean, Algorithm::KdTree),
+        (Metric::Euclidean, Algorithm::Brute),
         (Metric::Manhattan, Algorithm::Brute),
     ] {
         let model = KnnRegressor::params(25).metric(metric).fit(&data).unwrap();
@@ -246,6 +247,27 @@ fn auto_choice_at_higher_dimensions_stays_exact() {
             assert_eq!(got, want, "{metric:?} row {r}");
         }
     }
+}
+
+/// Where the tree prunes (2 dimensions, 20,000 rows) `Auto` keeps it, and answers
+/// as brute force does.
+#[test]
+fn auto_keeps_the_tree_where_it_prunes() {
+    let n = 20_000;
+    let x = Array2::from_shape_fn((n, 2), |(i, j)| ((i * 7919 + j * 104_729) % 10_007) as f64);
+    let y = Array1::from_iter((0..n).map(|i| (i % 97) as f64));
+    let data = linfa::Dataset::new(x, y);
+    let q = Array2::from_shape_fn((50, 2), |(i, j)| ((i * 613 + j * 7) % 10_007) as f64);
+    let auto = KnnRegressor::params(10).fit(&data).unwrap();
+    assert_eq!(auto.algorithm(), Algorithm::KdTree);
+    let brute = KnnRegressor::params(10)
+        .algorithm(Algorithm::Brute)
+        .fit(&data)
+        .unwrap();
+    assert_eq!(
+        auto.try_predict(&q).unwrap(),
+        brute.try_predict(&q).unwrap()
+    );
 }
 
 #[test]

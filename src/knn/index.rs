@@ -19,11 +19,9 @@ use super::params::Algorithm;
 use crate::error::{Error, Result};
 
 /// Dimensions up to which `Auto` uses the k-d tree for non-Euclidean metrics. For
-/// Euclidean the tree is used at any dimension: it samples a few queries per call and
-/// hands the call to GEMM brute force when they would scan over a tenth of the rows,
-/// so it never loses much, and real data (clustered, unevenly scaled) often keeps
-/// it far ahead: King County's raw features, d = 18, k = 100: 0.13 s vs 0.32 s for
-/// the f64 brute force of 2026-11-25 (the f32 prefilter has since narrowed that).
+/// Euclidean the dimension alone does not decide: real data (clustered, unevenly
+/// scaled) can keep a tree ahead well past 16 dimensions, so `Auto` tries the tree
+/// on training rows at fit and keeps it unless it would scan over a tenth of them.
 const TREE_MAX_DIM: usize = 16;
 
 /// Where the training rows live.
@@ -92,12 +90,17 @@ impl TryFrom<IndexFile> for Index {
 
 impl Index {
     /// Resolves `Auto` and builds the k-d tree now, so the first partition of the
-    /// first job does not pay for it.
+    /// first job does not pay for it. For Euclidean `Auto` the tree is tried on a
+    /// few training rows as queries, and if it would scan too much of the data
+    /// (see `KdTree::prefers_brute`) the rows go back to their order for brute
+    /// force: every later call is then spared the tree's own sampling, and the
+    /// model reports what it really runs.
     pub(crate) fn build(
         train: Matrix,
         metric: Metric,
         algorithm: Algorithm,
         leaf_size: usize,
+        k: usize,
     ) -> Result<Index> {
         if train.rows == 0 || train.dim == 0 {
             return Err(Error::EmptyData {
@@ -112,6 +115,7 @@ impl Index {
                 });
             }
         }
+        let auto_euclidean = algorithm == Algorithm::Auto && metric == Metric::Euclidean;
         let algorithm = match algorithm {
             Algorithm::Auto
                 if metric == Metric::Euclidean
@@ -122,7 +126,29 @@ impl Index {
             Algorithm::Auto => Algorithm::Brute,
             chosen => chosen,
         };
-        Ok(Index::assemble(train, metric, algorithm, leaf_size))
+        let index = Index::assemble(train, metric, algorithm, leaf_size);
+        Ok(if auto_euclidean {
+            index.brute_unless_the_tree_prunes(k)
+        } else {
+            index
+        })
+    }
+
+    fn brute_unless_the_tree_prunes(self, k: usize) -> Index {
+        match self.rows {
+            Rows::Tree(tree) if tree.prefers_brute(k) => {
+                // Built a moment ago, so this Arc is the only one: no copy.
+                let tree = Arc::unwrap_or_clone(tree);
+                let (rows, dim) = (tree.rows(), tree.dim());
+                let train = Matrix {
+                    data: tree.into_rows(),
+                    rows,
+                    dim,
+                };
+                Index::assemble(train, self.metric, Algorithm::Brute, self.leaf_size)
+            }
+            _ => self,
+        }
     }
 
     /// `algorithm` is resolved (never `Auto`) and `train` checked.

@@ -53,7 +53,13 @@ impl<Task> Core<Task> {
                 format!("k = {} exceeds the {} training rows", params.k, train.rows),
             ));
         }
-        let index = Index::build(train, params.metric, params.algorithm, params.leaf_size)?;
+        let index = Index::build(
+            train,
+            params.metric,
+            params.algorithm,
+            params.leaf_size,
+            params.k,
+        )?;
         Ok(Core {
             params: params.clone(),
             features,

@@ -49,9 +49,11 @@ pub enum Weights {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Algorithm {
-    /// The k-d tree for Euclidean distance (it falls back to brute force by itself
-    /// when sampled queries show the tree would not prune) and for other metrics up to
-    /// 16 dimensions; brute force otherwise and for cosine.
+    /// Euclidean: the k-d tree, unless a few training rows, tried as queries at
+    /// fit, show that it would scan over a tenth of the data (high intrinsic
+    /// dimension, large k, small sets), where GEMM brute force is faster. Other
+    /// metrics: the k-d tree up to 16 dimensions. Brute force otherwise and for
+    /// cosine. The model's `algorithm()` says which was chosen.
     #[default]
     Auto,
     /// Blocked brute force: every query against every training row.

@@ -26,12 +26,11 @@ use super::metric::{
 use super::select::{Neighbors, TopK};
 
 /// Above this average share of training rows scanned per query, Euclidean
-/// brute force wins: its GEMM-bound cost per pair is 7-20x below a tree's
-/// exact scan of scattered rows (measured at k = 100, d = 8..9: crossover
-/// near 0.05 for 200k rows that miss cache, 0.15 for 43k rows that fit).
-/// Measured before the rows were stored in leaf order and before the f32
-/// prefilter, which moved both sides; not re-tuned since (King County,
-/// standardised, d = 18: tree 0.228 s, brute force 0.212 s, BENCHMARKS.md).
+/// brute force wins: its GEMM-bound cost per pair is far below a tree's exact
+/// scan. Checked again after both kernels learnt to seed their top k
+/// (2026-11-26, k = 100, 2 threads): King County (d = 18, hands off) tree
+/// 0.39 s vs brute force 0.07 s; diamonds (d = 9, keeps the tree) 0.21 s vs
+/// 0.26 s.
 const BRUTE_SHARE: f64 = 0.1;
 /// Queries sampled to measure that share.
 const SAMPLE: usize = 16;
@@ -110,6 +109,31 @@ impl KdTree {
             + self.boxes.capacity() * 8
     }
 
+    /// Whether brute force should answer Euclidean k-NN calls instead: the
+    /// tree's own test of a call (see [`KdTree::run`]), made on a few training
+    /// rows, spread over the leaves, as the queries.
+    pub fn prefers_brute(&self, k: usize) -> bool {
+        let stride = (self.rows / SAMPLE).max(1);
+        let probe: Vec<f64> = (0..self.rows)
+            .step_by(stride)
+            .take(SAMPLE)
+            .flat_map(|pos| self.points().row(pos).to_vec())
+            .collect();
+        let probe = Points::new(&probe, probe.len() / self.dim, self.dim);
+        let mut out = Neighbors::for_call(self.points(), probe, k);
+        !self.run(SqEuclid, probe, &mut out, BRUTE_SHARE)
+    }
+
+    /// The training rows in their original order, moved back in place.
+    pub fn into_rows(mut self) -> Vec<f64> {
+        let mut back = vec![0; self.rows];
+        for (pos, &id) in self.ids.iter().enumerate() {
+            back[id as usize] = pos as u32;
+        }
+        permute_rows(&mut self.data, self.dim, &back);
+        self.data
+    }
+
     /// The training rows back in their original order (for saving a model).
     pub fn original_rows(&self) -> Vec<f64> {
         let mut out = vec![0.0; self.data.len()];
@@ -158,7 +182,7 @@ impl KdTree {
             scanned: 0,
             seeded: Vec::new(),
             frontier: BinaryHeap::new(),
-            fresh: Vec::with_capacity(2 * out.k),
+            fresh: Vec::new(),
         };
         let mut answer = |qi: usize, search: &mut Search<F>| {
             search.answer(queries.row(qi));
@@ -306,11 +330,11 @@ impl<F: Fold> Search<'_, F> {
     /// A depth-first search that starts with an empty heap admits every row
     /// that beats the k-th of those seen so far: 355 pushes per query for
     /// k = 100 on diamonds, a quarter of the time. So the leaves nearest the
-    /// query (best first, by box bound) are taken whole until they hold 4k
-    /// rows (2k and 3k were 8% and 2% slower on uniform d = 8), the best k of them fill the heap at once, and the depth-first
-    /// search then starts with a k-th distance near the final one, skipping
-    /// the seeded leaves. Every row is still either scanned or in a pruned box,
-    /// so the answer is the same.
+    /// query (best first, by box bound) are taken whole until they hold 4k rows
+    /// (2k and 3k were 8% and 2% slower on uniform d = 8), the best k of them
+    /// fill the heap at once, and the depth-first search then starts with a
+    /// k-th distance near the final one, skipping the seeded leaves. Every row
+    /// is still either scanned or in a pruned box, so the answer is the same.
     fn answer(&mut self, q: &[f64]) {
         let tree = self.tree;
         let want = (4 * self.top.k()).min(tree.rows);
@@ -437,6 +461,31 @@ mod tests {
             prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
             prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
         }
+    }
+
+    #[test]
+    fn rows_come_back_in_their_order() {
+        let data: Vec<f64> = (0..500 * 3).map(|i| ((i * 7919) % 1009) as f64).collect();
+        let tree = KdTree::build(data.clone(), 500, 3, 7);
+        assert_eq!(tree.original_rows(), data);
+        assert_eq!(tree.into_rows(), data);
+    }
+
+    /// Low dimension prunes, uniform d = 32 at k = 100 does not: the choice
+    /// `Auto` makes at fit.
+    #[test]
+    fn prefers_brute_where_it_cannot_prune() {
+        let mut state = 7u64;
+        let mut unit = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let low: Vec<f64> = (0..20_000 * 2).map(|_| unit()).collect();
+        assert!(!KdTree::build(low, 20_000, 2, 30).prefers_brute(100));
+        let high: Vec<f64> = (0..4000 * 32).map(|_| unit()).collect();
+        assert!(KdTree::build(high, 4000, 32, 30).prefers_brute(100));
     }
 
     #[test]
