@@ -21,7 +21,7 @@ use super::brute::Brute;
 #[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{
-    Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold, fold_until, fold4,
+    Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold, box_fold2, fold_until, fold4,
 };
 use super::select::{Neighbors, TopK};
 
@@ -180,7 +180,8 @@ impl KdTree {
             top: TopK::new(out.k),
             limit: f64::INFINITY,
             scanned: 0,
-            seeded: Vec::new(),
+            seeded: vec![0; self.nodes.len()],
+            query: 0,
             frontier: BinaryHeap::new(),
             fresh: Vec::new(),
         };
@@ -316,8 +317,11 @@ struct Search<'t, F> {
     limit: f64,
     /// Training rows scanned so far, to judge whether the tree pays off.
     scanned: usize,
-    /// The leaves whose rows seeded the current query (see [`Search::answer`]).
-    seeded: Vec<usize>,
+    /// Per node, the number of the last query whose heap its rows seeded
+    /// (see [`Search::answer`]): a leaf is skipped when it holds `query`.
+    seeded: Vec<u64>,
+    /// Queries answered so far, counting from 1.
+    query: u64,
     /// Nodes waiting in the seeding's best-first walk, by bound.
     frontier: BinaryHeap<Reverse<(u64, usize)>>,
     /// Seed distances on their way into the heap.
@@ -338,7 +342,7 @@ impl<F: Fold> Search<'_, F> {
     fn answer(&mut self, q: &[f64]) {
         let tree = self.tree;
         let want = (4 * self.top.k()).min(tree.rows);
-        self.seeded.clear();
+        self.query += 1;
         self.frontier.clear();
         self.fresh.clear();
         self.frontier.push(Reverse((0, 0)));
@@ -352,15 +356,15 @@ impl<F: Fold> Search<'_, F> {
                     rows.zip(&tree.ids[start..end])
                         .map(|(row, &id)| (f.finish(fold_until(f, q, row, f64::INFINITY)), id)),
                 );
-                self.seeded.push(node);
+                self.seeded[node] = self.query;
                 if self.fresh.len() >= want {
                     break;
                 }
             } else {
-                for child in [node + 1, n.right as usize] {
+                let children = [node + 1, n.right as usize];
+                for (child, bound) in children.into_iter().zip(self.bounds(q, node)) {
                     // Bounds are sums of non-negative terms: their bits order them.
-                    self.frontier
-                        .push(Reverse((self.bound(q, child).to_bits(), child)));
+                    self.frontier.push(Reverse((bound.to_bits(), child)));
                 }
             }
         }
@@ -374,7 +378,7 @@ impl<F: Fold> Search<'_, F> {
         let tree = self.tree;
         let n = tree.nodes[node];
         if n.right == 0 {
-            if self.seeded.contains(&node) {
+            if self.seeded[node] == self.query {
                 return;
             }
             let (start, end) = (n.start as usize, n.end as usize);
@@ -411,8 +415,7 @@ impl<F: Fold> Search<'_, F> {
             return;
         }
         let (l, r) = (node + 1, n.right as usize);
-        let bl = self.bound(q, l);
-        let br = self.bound(q, r);
+        let [bl, br] = self.bounds(q, node);
         // Nearer child first: it tightens the limit that may prune the other.
         let ((a, ba), (b, bb)) = if br < bl {
             ((r, br), (l, bl))
@@ -427,9 +430,11 @@ impl<F: Fold> Search<'_, F> {
         }
     }
 
-    fn bound(&self, q: &[f64], node: usize) -> f64 {
-        let (lo, hi) = self.tree.node_box(node);
-        box_fold(self.f, q, lo, hi)
+    /// The box bounds of an inner node's left and right child.
+    fn bounds(&self, q: &[f64], node: usize) -> [f64; 2] {
+        let tree = self.tree;
+        let right = tree.nodes[node].right as usize;
+        box_fold2(self.f, q, tree.node_box(node + 1), tree.node_box(right))
     }
 }
 
