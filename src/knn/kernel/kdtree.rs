@@ -21,7 +21,7 @@ use super::brute::Brute;
 #[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{
-    Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold, box_fold2, fold_until, fold4,
+    Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_until, fold4_block,
 };
 use super::select::{Neighbors, TopK};
 
@@ -43,6 +43,9 @@ struct Node {
     /// Index of the right child; the left child is always the next node
     /// (pre-order layout). 0 marks a leaf, as the root is never a child.
     right: u32,
+    /// Where an inner node's children's boxes start in `KdTree::kids`, in
+    /// units of `4 * dim`.
+    kids: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -54,8 +57,11 @@ pub struct KdTree {
     /// The original training index of each stored row.
     ids: Vec<u32>,
     nodes: Vec<Node>,
-    /// Per node, `dim` lower then `dim` upper box coordinates.
-    boxes: Vec<f64>,
+    /// Per inner node, its two children's boxes, interleaved: `2 * dim`
+    /// lower coordinates (left child's, right child's, dimension by
+    /// dimension), then `2 * dim` upper ones. A search always bounds both
+    /// children of a node, and this way the two come in one load per value.
+    kids: Vec<f64>,
     /// The brute force a call hands over to when the tree would not pay off.
     brute: Brute,
 }
@@ -81,6 +87,7 @@ impl KdTree {
         };
         build_node(train, &mut parts, 0, rows, leaf_size.max(1));
         permute_rows(&mut data, dim, &ids);
+        let kids = pair_boxes(&mut nodes, &boxes, dim);
         let brute = Brute::new(Points::new(&data, rows, dim));
         KdTree {
             rows,
@@ -88,7 +95,7 @@ impl KdTree {
             data,
             ids,
             nodes,
-            boxes,
+            kids,
             brute,
         }
     }
@@ -106,7 +113,7 @@ impl KdTree {
         self.data.capacity() * 8
             + self.ids.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.boxes.capacity() * 8
+            + self.kids.capacity() * 8
     }
 
     /// Whether brute force should answer Euclidean k-NN calls instead: the
@@ -219,12 +226,12 @@ impl KdTree {
                 let q = queries.row(qi);
                 let mut node = 0;
                 while self.nodes[node].right != 0 {
-                    let (l, r) = (node + 1, self.nodes[node].right as usize);
-                    let bound = |c| {
-                        let (lo, hi) = self.node_box(c);
-                        box_fold(f, q, lo, hi)
+                    let [bl, br] = self.kid_bounds(f, q, node);
+                    node = if br < bl {
+                        self.nodes[node].right as usize
+                    } else {
+                        node + 1
                     };
-                    node = if bound(r) < bound(l) { r } else { l };
                 }
                 (node as u32, qi)
             })
@@ -233,9 +240,12 @@ impl KdTree {
         keyed.into_iter().map(|(_, qi)| qi).collect()
     }
 
-    fn node_box(&self, node: usize) -> (&[f64], &[f64]) {
-        let b = &self.boxes[node * 2 * self.dim..(node + 1) * 2 * self.dim];
-        b.split_at(self.dim)
+    /// The box bounds of an inner node's left and right child.
+    #[inline(always)]
+    fn kid_bounds<F: Fold>(&self, f: F, q: &[f64], node: usize) -> [f64; 2] {
+        let at = self.nodes[node].kids as usize * 4 * self.dim;
+        let (lo, hi) = self.kids[at..at + 4 * self.dim].split_at(2 * self.dim);
+        box_fold2(f, q, lo, hi)
     }
 }
 
@@ -253,6 +263,7 @@ fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: 
         start: start as u32,
         end: end as u32,
         right: 0,
+        kids: 0,
     });
     let dim = train.dim;
     let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
@@ -282,6 +293,27 @@ fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: 
         parts.nodes[id].right = right;
     }
     id as u32
+}
+
+/// Gathers each inner node's children's boxes (`boxes`: per node, `dim`
+/// lower then `dim` upper coordinates) in the interleaved layout of
+/// `KdTree::kids`, and points the node at them.
+fn pair_boxes(nodes: &mut [Node], boxes: &[f64], dim: usize) -> Vec<f64> {
+    let node_box = |node: usize| boxes[node * 2 * dim..(node + 1) * 2 * dim].split_at(dim);
+    let mut kids = Vec::new();
+    let mut pairs = 0;
+    for node in 0..nodes.len() {
+        let right = nodes[node].right as usize;
+        if right == 0 {
+            continue;
+        }
+        let ((l_lo, l_hi), (r_lo, r_hi)) = (node_box(node + 1), node_box(right));
+        kids.extend(l_lo.iter().zip(r_lo).flat_map(|(&l, &r)| [l, r]));
+        kids.extend(l_hi.iter().zip(r_hi).flat_map(|(&l, &r)| [l, r]));
+        nodes[node].kids = pairs;
+        pairs += 1;
+    }
+    kids
 }
 
 /// Reorders rows in place so that row `pos` becomes the old row `order[pos]`,
@@ -393,11 +425,7 @@ impl<F: Fold> Search<'_, F> {
                 .zip(ids.chunks_exact(4))
                 .take(quads)
             {
-                let folds = fold4(
-                    self.f,
-                    q,
-                    std::array::from_fn(|o| &block[o * dim..(o + 1) * dim]),
-                );
+                let folds = fold4_block(self.f, q, block);
                 for (&r, &id) in folds.iter().zip(ids) {
                     if r <= self.limit && self.top.push(self.f.finish(r), id) {
                         self.limit = self.f.limit(self.top.kth(), dim);
@@ -430,11 +458,8 @@ impl<F: Fold> Search<'_, F> {
         }
     }
 
-    /// The box bounds of an inner node's left and right child.
     fn bounds(&self, q: &[f64], node: usize) -> [f64; 2] {
-        let tree = self.tree;
-        let right = tree.nodes[node].right as usize;
-        box_fold2(self.f, q, tree.node_box(node + 1), tree.node_box(right))
+        self.tree.kid_bounds(self.f, q, node)
     }
 }
 

@@ -75,6 +75,75 @@ pub(crate) fn fold4<F: Fold>(f: F, q: &[f64], rows: [&[f64]; 4]) -> [f64; 4] {
     acc
 }
 
+/// [`fold4`] over four rows stored one after another (`block` holds
+/// `4 * q.len()` values), as a kd-tree leaf stores them.
+#[inline(always)]
+pub(crate) fn fold4_block<F: Fold>(f: F, q: &[f64], block: &[f64]) -> [f64; 4] {
+    let dim = q.len();
+    #[cfg(target_arch = "x86_64")]
+    if F::SQUARES && std::arch::is_x86_feature_detected!("avx2") {
+        assert_eq!(block.len(), 4 * dim, "four rows");
+        // SAFETY: AVX2 is present (checked above) and `block` holds four rows.
+        return unsafe { avx2::sq_euclid4(q, block) };
+    }
+    fold4(
+        f,
+        q,
+        std::array::from_fn(|o| &block[o * dim..(o + 1) * dim]),
+    )
+}
+
+/// Squared Euclidean folds of four consecutive rows with one row per AVX2
+/// lane. SSE2, the x86-64 baseline, holds two lanes, and the four rows' values
+/// for one dimension lie `dim` apart, so the compiler's own code gathers them
+/// one by one; here 4 x 4 tiles are loaded whole and transposed in registers.
+/// Per lane the operations are the reference's (`q - x`, square, add, in
+/// dimension order, never fused), so every bit is the same.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must support AVX2, and `block.len() == 4 * q.len()`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn sq_euclid4(q: &[f64], block: &[f64]) -> [f64; 4] {
+        let dim = q.len();
+        let row = |o: usize| &block[o * dim..(o + 1) * dim];
+        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
+        let mut acc = _mm256_setzero_pd();
+        let mut add = |x: f64, lane: __m256d| {
+            let diff = _mm256_sub_pd(_mm256_set1_pd(x), lane);
+            acc = _mm256_add_pd(acc, _mm256_mul_pd(diff, diff));
+        };
+        let tiles = dim / 4;
+        for tile in 0..tiles {
+            let t = 4 * tile;
+            // SAFETY: `t + 4 <= dim`, so each load reads four values of one row.
+            let (a0, a1, a2, a3) = unsafe {
+                (
+                    _mm256_loadu_pd(r0[t..t + 4].as_ptr()),
+                    _mm256_loadu_pd(r1[t..t + 4].as_ptr()),
+                    _mm256_loadu_pd(r2[t..t + 4].as_ptr()),
+                    _mm256_loadu_pd(r3[t..t + 4].as_ptr()),
+                )
+            };
+            let (lo01, hi01) = (_mm256_unpacklo_pd(a0, a1), _mm256_unpackhi_pd(a0, a1));
+            let (lo23, hi23) = (_mm256_unpacklo_pd(a2, a3), _mm256_unpackhi_pd(a2, a3));
+            add(q[t], _mm256_permute2f128_pd::<0x20>(lo01, lo23));
+            add(q[t + 1], _mm256_permute2f128_pd::<0x20>(hi01, hi23));
+            add(q[t + 2], _mm256_permute2f128_pd::<0x31>(lo01, lo23));
+            add(q[t + 3], _mm256_permute2f128_pd::<0x31>(hi01, hi23));
+        }
+        for t in 4 * tiles..dim {
+            add(q[t], _mm256_set_pd(r3[t], r2[t], r1[t], r0[t]));
+        }
+        let mut out = [0.0; 4];
+        // SAFETY: `out` holds four values.
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), acc) };
+        out
+    }
+}
+
 fn exact<F: Fold>(f: F, a: &[f64], b: &[f64]) -> f64 {
     f.finish(fold_until(f, a, b, f64::INFINITY))
 }
@@ -99,6 +168,9 @@ pub(crate) trait Fold: Copy {
     /// only when terms are expensive (`powf`); for cheap terms the
     /// data-dependent exit branch mispredicts and costs more than it saves.
     const EARLY_EXIT: bool;
+    /// Whether this is the squared Euclidean fold (term `d * d`, combine
+    /// `+`), which has a vector kernel (see [`fold4_block`]).
+    const SQUARES: bool = false;
     fn term(self, diff: f64) -> f64;
     fn combine(acc: f64, t: f64) -> f64;
     fn finish(self, reduced: f64) -> f64;
@@ -121,6 +193,7 @@ pub(crate) struct CosineDist;
 
 impl Fold for SqEuclid {
     const EARLY_EXIT: bool = false;
+    const SQUARES: bool = true;
     #[inline(always)]
     fn term(self, diff: f64) -> f64 {
         diff * diff
@@ -247,33 +320,23 @@ pub(crate) fn box_fold<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> f64 
     acc
 }
 
-/// [`box_fold`] of two boxes at once, bit for bit the same: the kd-tree bounds
-/// both children of every node it visits, and two interleaved chains of
-/// dependent additions run in the time of one.
+/// [`box_fold`] of two boxes at once, bit for bit the same, from their
+/// coordinates interleaved (`lo = [a_lo[0], b_lo[0], a_lo[1], ...]`, `hi`
+/// likewise): the kd-tree bounds both children of every node it visits, and
+/// two interleaved chains of dependent additions, one vector lane each, run
+/// in the time of one.
 #[inline(always)]
-pub(crate) fn box_fold2<F: Fold>(
-    f: F,
-    q: &[f64],
-    a: (&[f64], &[f64]),
-    b: (&[f64], &[f64]),
-) -> [f64; 2] {
-    let gap = |x: f64, l: f64, h: f64| {
-        let below = x - l;
-        let above = x - h;
-        let below = if below < 0.0 { below } else { 0.0 };
-        let above = if above > 0.0 { above } else { 0.0 };
-        f.term(below + above)
-    };
-    let (a_lo, a_hi, b_lo, b_hi) = (
-        &a.0[..q.len()],
-        &a.1[..q.len()],
-        &b.0[..q.len()],
-        &b.1[..q.len()],
-    );
+pub(crate) fn box_fold2<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> [f64; 2] {
+    let (lo, hi) = (&lo[..2 * q.len()], &hi[..2 * q.len()]);
     let mut acc = [0.0f64; 2];
     for (t, &x) in q.iter().enumerate() {
-        acc[0] = F::combine(acc[0], gap(x, a_lo[t], a_hi[t]));
-        acc[1] = F::combine(acc[1], gap(x, b_lo[t], b_hi[t]));
+        for (c, a) in acc.iter_mut().enumerate() {
+            let below = x - lo[2 * t + c];
+            let above = x - hi[2 * t + c];
+            let below = if below < 0.0 { below } else { 0.0 };
+            let above = if above > 0.0 { above } else { 0.0 };
+            *a = F::combine(*a, f.term(below + above));
+        }
     }
     acc
 }
@@ -381,14 +444,17 @@ mod tests {
             let hi: Vec<f64> = b.iter().zip(&c).map(|(x, y)| x.max(*y)).collect();
             // The box of `b` and `c`, and the same box stretched down to `a`.
             let around: Vec<f64> = a.iter().zip(&lo).map(|(x, y)| x.min(*y)).collect();
-            let pairs = [((&lo, &hi), (&around, &hi)), ((&around, &hi), (&lo, &hi))];
-            for (one, two) in pairs {
-                let [x, y] = box_fold2(SqEuclid, &a, (one.0, one.1), (two.0, two.1));
-                prop_assert_eq!(x.to_bits(), box_fold(SqEuclid, &a, one.0, one.1).to_bits());
-                prop_assert_eq!(y.to_bits(), box_fold(SqEuclid, &a, two.0, two.1).to_bits());
-                let [x, y] = box_fold2(LInf, &a, (one.0, one.1), (two.0, two.1));
-                prop_assert_eq!(x.to_bits(), box_fold(LInf, &a, one.0, one.1).to_bits());
-                prop_assert_eq!(y.to_bits(), box_fold(LInf, &a, two.0, two.1).to_bits());
+            let weave = |a: &[f64], b: &[f64]| -> Vec<f64> {
+                a.iter().zip(b).flat_map(|(&x, &y)| [x, y]).collect()
+            };
+            for (one, two) in [(&lo, &around), (&around, &lo)] {
+                let (wlo, whi) = (weave(one, two), weave(&hi, &hi));
+                let [x, y] = box_fold2(SqEuclid, &a, &wlo, &whi);
+                prop_assert_eq!(x.to_bits(), box_fold(SqEuclid, &a, one, &hi).to_bits());
+                prop_assert_eq!(y.to_bits(), box_fold(SqEuclid, &a, two, &hi).to_bits());
+                let [x, y] = box_fold2(LInf, &a, &wlo, &whi);
+                prop_assert_eq!(x.to_bits(), box_fold(LInf, &a, one, &hi).to_bits());
+                prop_assert_eq!(y.to_bits(), box_fold(LInf, &a, two, &hi).to_bits());
             }
         }
 
