@@ -14,14 +14,11 @@
 //! guard is needed. Minkowski's `powf` carries an explicit margin instead
 //! (see `Lp::limit`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use super::brute::Brute;
 #[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{
-    Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_until, fold4_block,
+    Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_until, fold4_block,
 };
 use super::select::{Neighbors, TopK};
 
@@ -34,6 +31,13 @@ use super::select::{Neighbors, TopK};
 const BRUTE_SHARE: f64 = 0.1;
 /// Queries sampled to measure that share.
 const SAMPLE: usize = 16;
+/// A query's heap is seeded from a subtree of at least this many times k
+/// rows (see [`Search::answer`]). Counted in instructions (callgrind, one
+/// thread, k = 100): 2k and 3k tie (the subtree is the same), 4k costs 1.5%
+/// more on diamonds and 0.5% more on uniform d = 8. Seeding from the nearest
+/// leaves best first, through a priority queue, took as many instructions
+/// and more time in branches.
+const SEED: usize = 2;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
@@ -187,10 +191,8 @@ impl KdTree {
             top: TopK::new(out.k),
             limit: f64::INFINITY,
             scanned: 0,
-            seeded: vec![0; self.nodes.len()],
-            query: 0,
-            frontier: BinaryHeap::new(),
-            fresh: Vec::new(),
+            seeded: (0, 0),
+            seeds: Vec::new(),
         };
         let mut answer = |qi: usize, search: &mut Search<F>| {
             search.answer(queries.row(qi));
@@ -340,6 +342,39 @@ fn permute_rows(data: &mut [f64], dim: usize, order: &[u32]) {
     }
 }
 
+/// Calls `each(i, fold)` for each of `rows` (row-major, `q.len()` wide) in
+/// order, with the reduced fold from `q` to row `i`: the complete reference
+/// fold or, for a metric whose scans stop early, possibly a partial one above
+/// `limit`.
+#[inline(always)]
+fn leaf_folds<F: Fold>(
+    f: F,
+    q: &[f64],
+    rows: &[f64],
+    limit: f64,
+    mut each: impl FnMut(usize, f64),
+) {
+    let dim = q.len();
+    let mut rest = rows;
+    let mut at = 0;
+    if !F::EARLY_EXIT {
+        // Four rows at a time: their chains of dependent additions overlap.
+        let quads = rows.chunks_exact(4 * dim);
+        rest = quads.remainder();
+        for block in quads {
+            for r in fold4_block(f, q, block) {
+                each(at, r);
+                at += 1;
+            }
+        }
+    }
+    let limit = if F::EARLY_EXIT { limit } else { f64::INFINITY };
+    for row in rest.chunks_exact(dim) {
+        each(at, fold_until(f, q, row, limit));
+        at += 1;
+    }
+}
+
 /// Per-query traversal state, reused across queries to avoid allocation.
 struct Search<'t, F> {
     tree: &'t KdTree,
@@ -349,15 +384,11 @@ struct Search<'t, F> {
     limit: f64,
     /// Training rows scanned so far, to judge whether the tree pays off.
     scanned: usize,
-    /// Per node, the number of the last query whose heap its rows seeded
-    /// (see [`Search::answer`]): a leaf is skipped when it holds `query`.
-    seeded: Vec<u64>,
-    /// Queries answered so far, counting from 1.
-    query: u64,
-    /// Nodes waiting in the seeding's best-first walk, by bound.
-    frontier: BinaryHeap<Reverse<(u64, usize)>>,
+    /// The stored rows that seeded the current query's heap (see
+    /// [`Search::answer`]): nodes within them are skipped.
+    seeded: (u32, u32),
     /// Seed distances on their way into the heap.
-    fresh: Vec<(f64, u32)>,
+    seeds: Vec<(f64, u32)>,
 }
 
 impl<F: Fold> Search<'_, F> {
@@ -365,81 +396,64 @@ impl<F: Fold> Search<'_, F> {
     ///
     /// A depth-first search that starts with an empty heap admits every row
     /// that beats the k-th of those seen so far: 355 pushes per query for
-    /// k = 100 on diamonds, a quarter of the time. So the leaves nearest the
-    /// query (best first, by box bound) are taken whole until they hold 4k rows
-    /// (2k and 3k were 8% and 2% slower on uniform d = 8), the best k of them
+    /// k = 100 on diamonds, a quarter of the time. So the smallest subtree on
+    /// the query's own path that holds [`SEED`] x k rows is scanned first (its
+    /// rows are contiguous: one streaming pass, no bounds), the best k of them
     /// fill the heap at once, and the depth-first search then starts with a
-    /// k-th distance near the final one, skipping the seeded leaves. Every row
-    /// is still either scanned or in a pruned box, so the answer is the same.
+    /// k-th distance near the final one, skipping that subtree. Every row is
+    /// still either scanned or in a pruned box, so the answer is the same.
     fn answer(&mut self, q: &[f64]) {
         let tree = self.tree;
-        let want = (4 * self.top.k()).min(tree.rows);
-        self.query += 1;
-        self.frontier.clear();
-        self.fresh.clear();
-        self.frontier.push(Reverse((0, 0)));
-        while let Some(Reverse((_, node))) = self.frontier.pop() {
-            let n = tree.nodes[node];
-            if n.right == 0 {
-                let (start, end) = (n.start as usize, n.end as usize);
-                let rows = tree.data[start * tree.dim..end * tree.dim].chunks_exact(tree.dim);
-                let f = self.f;
-                self.fresh.extend(
-                    rows.zip(&tree.ids[start..end])
-                        .map(|(row, &id)| (f.finish(fold_until(f, q, row, f64::INFINITY)), id)),
-                );
-                self.seeded[node] = self.query;
-                if self.fresh.len() >= want {
-                    break;
-                }
+        let want = (SEED * self.top.k()).min(tree.rows);
+        let mut node = 0;
+        while tree.nodes[node].right != 0 {
+            let [bl, br] = self.bounds(q, node);
+            let next = if br < bl {
+                tree.nodes[node].right as usize
             } else {
-                let children = [node + 1, n.right as usize];
-                for (child, bound) in children.into_iter().zip(self.bounds(q, node)) {
-                    // Bounds are sums of non-negative terms: their bits order them.
-                    self.frontier.push(Reverse((bound.to_bits(), child)));
-                }
+                node + 1
+            };
+            let m = tree.nodes[next];
+            if ((m.end - m.start) as usize) < want {
+                break;
             }
+            node = next;
         }
-        self.scanned += self.fresh.len();
-        self.top.fill_best(self.fresh.drain(..));
-        self.limit = self.f.limit(self.top.kth(), tree.dim);
+        let n = tree.nodes[node];
+        self.seeded = (n.start, n.end);
+        let (start, end) = (n.start as usize, n.end as usize);
+        let dim = tree.dim;
+        let (rows, ids) = (&tree.data[start * dim..end * dim], &tree.ids[start..end]);
+        let f = self.f;
+        let seeds = &mut self.seeds;
+        leaf_folds(f, q, rows, f64::INFINITY, |at, r| {
+            seeds.push((f.finish(r), ids[at]))
+        });
+        self.scanned += end - start;
+        self.top.fill_best(self.seeds.drain(..));
+        self.limit = self.f.limit(self.top.kth(), dim);
         self.visit(q, 0);
     }
 
     fn visit(&mut self, q: &[f64], node: usize) {
         let tree = self.tree;
         let n = tree.nodes[node];
+        if self.seeded.0 <= n.start && n.end <= self.seeded.1 {
+            return;
+        }
         if n.right == 0 {
-            if self.seeded[node] == self.query {
-                return;
-            }
             let (start, end) = (n.start as usize, n.end as usize);
             self.scanned += end - start;
             let dim = tree.dim;
             let (rows, ids) = (&tree.data[start * dim..end * dim], &tree.ids[start..end]);
-            // Four rows at a time where a fold never stops early: their
-            // dependency chains then overlap.
-            let quads = if F::EARLY_EXIT { 0 } else { ids.len() / 4 };
-            for (block, ids) in rows
-                .chunks_exact(4 * dim)
-                .zip(ids.chunks_exact(4))
-                .take(quads)
-            {
-                let folds = fold4_block(self.f, q, block);
-                for (&r, &id) in folds.iter().zip(ids) {
-                    if r <= self.limit && self.top.push(self.f.finish(r), id) {
-                        self.limit = self.f.limit(self.top.kth(), dim);
-                    }
+            let (f, top, limit) = (self.f, &mut self.top, &mut self.limit);
+            // The limit only falls, so a fold that stopped above the leaf's
+            // starting limit is above the current one too.
+            leaf_folds(f, q, rows, *limit, |at, r| {
+                if r <= *limit && top.push(f.finish(r), ids[at]) {
+                    *limit = f.limit(top.kth(), dim);
                 }
-            }
-            let rest = rows.chunks_exact(dim).zip(ids).skip(4 * quads);
-            for (row, &id) in rest {
-                if let Some(d) = self.f.within(q, row, self.limit) {
-                    if self.top.push(d, id) {
-                        self.limit = self.f.limit(self.top.kth(), dim);
-                    }
-                }
-            }
+            });
             return;
         }
         let (l, r) = (node + 1, n.right as usize);
