@@ -18,7 +18,7 @@ use super::brute::Brute;
 #[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{
-    Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_until, fold4_block,
+    Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_rows, fold_until,
 };
 use super::select::{Neighbors, TopK};
 
@@ -304,15 +304,14 @@ fn pair_boxes(nodes: &mut [Node], boxes: &[f64], dim: usize) -> Vec<f64> {
     let node_box = |node: usize| boxes[node * 2 * dim..(node + 1) * 2 * dim].split_at(dim);
     let mut kids = Vec::new();
     let mut pairs = 0;
-    for node in 0..nodes.len() {
-        let right = nodes[node].right as usize;
-        if right == 0 {
+    for (node, n) in nodes.iter_mut().enumerate() {
+        if n.right == 0 {
             continue;
         }
-        let ((l_lo, l_hi), (r_lo, r_hi)) = (node_box(node + 1), node_box(right));
+        let ((l_lo, l_hi), (r_lo, r_hi)) = (node_box(node + 1), node_box(n.right as usize));
         kids.extend(l_lo.iter().zip(r_lo).flat_map(|(&l, &r)| [l, r]));
         kids.extend(l_hi.iter().zip(r_hi).flat_map(|(&l, &r)| [l, r]));
-        nodes[node].kids = pairs;
+        n.kids = pairs;
         pairs += 1;
     }
     kids
@@ -354,24 +353,12 @@ fn leaf_folds<F: Fold>(
     limit: f64,
     mut each: impl FnMut(usize, f64),
 ) {
-    let dim = q.len();
-    let mut rest = rows;
-    let mut at = 0;
-    if !F::EARLY_EXIT {
-        // Four rows at a time: their chains of dependent additions overlap.
-        let quads = rows.chunks_exact(4 * dim);
-        rest = quads.remainder();
-        for block in quads {
-            for r in fold4_block(f, q, block) {
-                each(at, r);
-                at += 1;
-            }
+    if F::EARLY_EXIT {
+        for (at, row) in rows.chunks_exact(q.len()).enumerate() {
+            each(at, fold_until(f, q, row, limit));
         }
-    }
-    let limit = if F::EARLY_EXIT { limit } else { f64::INFINITY };
-    for row in rest.chunks_exact(dim) {
-        each(at, fold_until(f, q, row, limit));
-        at += 1;
+    } else {
+        fold_rows(f, q, rows, each);
     }
 }
 

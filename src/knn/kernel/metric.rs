@@ -75,38 +75,88 @@ pub(crate) fn fold4<F: Fold>(f: F, q: &[f64], rows: [&[f64]; 4]) -> [f64; 4] {
     acc
 }
 
-/// [`fold4`] over four rows stored one after another (`block` holds
-/// `4 * q.len()` values), as a kd-tree leaf stores them.
+/// Calls `each(i, fold)` for each row of `rows` (row-major, `q.len()` wide),
+/// in order, with the complete reduced fold from `q` to row `i`, bit for bit
+/// the reference's. Four rows at a time, so that their chains of dependent
+/// additions overlap; squared Euclidean folds take one AVX2 lane per row
+/// where the CPU has it.
 #[inline(always)]
-pub(crate) fn fold4_block<F: Fold>(f: F, q: &[f64], block: &[f64]) -> [f64; 4] {
-    let dim = q.len();
+pub(crate) fn fold_rows<F: Fold>(f: F, q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
     #[cfg(target_arch = "x86_64")]
     if F::SQUARES && std::arch::is_x86_feature_detected!("avx2") {
-        assert_eq!(block.len(), 4 * dim, "four rows");
-        // SAFETY: AVX2 is present (checked above) and `block` holds four rows.
-        return unsafe { avx2::sq_euclid4(q, block) };
+        // SAFETY: AVX2 is present, checked just above.
+        unsafe { avx2::sq_euclid_rows(q, rows, &mut each) };
+        return;
     }
-    fold4(
-        f,
-        q,
-        std::array::from_fn(|o| &block[o * dim..(o + 1) * dim]),
-    )
+    let dim = q.len();
+    let quads = rows.chunks_exact(4 * dim);
+    let rest = quads.remainder();
+    let mut at = 0;
+    for block in quads {
+        let four = std::array::from_fn(|o| &block[o * dim..(o + 1) * dim]);
+        for r in fold4(f, q, four) {
+            each(at, r);
+            at += 1;
+        }
+    }
+    for row in rest.chunks_exact(dim) {
+        each(at, fold_until(f, q, row, f64::INFINITY));
+        at += 1;
+    }
 }
 
-/// Squared Euclidean folds of four consecutive rows with one row per AVX2
-/// lane. SSE2, the x86-64 baseline, holds two lanes, and the four rows' values
-/// for one dimension lie `dim` apart, so the compiler's own code gathers them
-/// one by one; here 4 x 4 tiles are loaded whole and transposed in registers.
-/// Per lane the operations are the reference's (`q - x`, square, add, in
-/// dimension order, never fused), so every bit is the same.
+/// Squared Euclidean folds with one row per AVX2 lane. SSE2, the x86-64
+/// baseline, holds two lanes, and four rows' values for one dimension lie
+/// `dim` apart, so the compiler's own code gathers them one by one; here
+/// 4 x 4 tiles are loaded whole and transposed in registers. Per lane the
+/// operations are the reference's (`q - x`, square, add, in dimension order,
+/// never fused), so every bit is the same.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
+    /// [`super::fold_rows`] for `SqEuclid`.
+    ///
     /// # Safety
-    /// The CPU must support AVX2, and `block.len() == 4 * q.len()`.
+    /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn sq_euclid4(q: &[f64], block: &[f64]) -> [f64; 4] {
+    pub(super) unsafe fn sq_euclid_rows(
+        q: &[f64],
+        rows: &[f64],
+        each: &mut impl FnMut(usize, f64),
+    ) {
+        let dim = q.len();
+        let quads = rows.chunks_exact(4 * dim);
+        let rest = quads.remainder();
+        let mut at = 0;
+        for block in quads {
+            // SAFETY: the caller's promise, passed on.
+            let acc = unsafe { four_rows(q, block) };
+            let mut out = [0.0; 4];
+            // SAFETY: `out` holds four values.
+            unsafe { _mm256_storeu_pd(out.as_mut_ptr(), acc) };
+            for r in out {
+                each(at, r);
+                at += 1;
+            }
+        }
+        for row in rest.chunks_exact(dim) {
+            let mut acc = 0.0;
+            for (&x, &y) in q.iter().zip(row) {
+                acc += (x - y) * (x - y);
+            }
+            each(at, acc);
+            at += 1;
+        }
+    }
+
+    /// The folds of the four rows in `block` (`4 * q.len()` values).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn four_rows(q: &[f64], block: &[f64]) -> __m256d {
         let dim = q.len();
         let row = |o: usize| &block[o * dim..(o + 1) * dim];
         let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
@@ -137,10 +187,7 @@ mod avx2 {
         for t in 4 * tiles..dim {
             add(q[t], _mm256_set_pd(r3[t], r2[t], r1[t], r0[t]));
         }
-        let mut out = [0.0; 4];
-        // SAFETY: `out` holds four values.
-        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), acc) };
-        out
+        acc
     }
 }
 
@@ -169,7 +216,7 @@ pub(crate) trait Fold: Copy {
     /// data-dependent exit branch mispredicts and costs more than it saves.
     const EARLY_EXIT: bool;
     /// Whether this is the squared Euclidean fold (term `d * d`, combine
-    /// `+`), which has a vector kernel (see [`fold4_block`]).
+    /// `+`), which has a vector kernel (see [`fold_rows`]).
     const SQUARES: bool = false;
     fn term(self, diff: f64) -> f64;
     fn combine(acc: f64, t: f64) -> f64;
@@ -400,6 +447,20 @@ mod tests {
         })
     }
 
+    /// What [`fold_rows`] reports, finished, as bits.
+    fn folded<F: Fold>(f: F, q: &[f64], rows: &[f64]) -> Vec<(usize, u64)> {
+        let mut seen = Vec::new();
+        fold_rows(f, q, rows, |at, r| seen.push((at, f.finish(r).to_bits())));
+        seen
+    }
+
+    fn want(metric: Metric, q: &[f64], rows: &[f64]) -> Vec<(usize, u64)> {
+        let rows = rows.chunks_exact(q.len());
+        rows.map(|row| distance(metric, q, row).to_bits())
+            .enumerate()
+            .collect()
+    }
+
     /// Whatever kth the limit came from, rejecting a point (early exit) or a
     /// box holding it (bound above the limit) must imply its distance > kth.
     fn check<F: Fold>(f: F, metric: Metric, a: &[f64], b: &[f64], c: &[f64]) {
@@ -437,6 +498,21 @@ mod tests {
             for (x, row) in fold4(LInf, &a, rows).iter().zip(rows) {
                 prop_assert_eq!(x.to_bits(), distance(Metric::Chebyshev, &a, row).to_bits());
             }
+        }
+
+        /// Every row count around the four-row blocks and every dimension
+        /// around the 4 x 4 tiles, through the AVX2 path where the CPU has it.
+        #[test]
+        fn rows_at_once_are_the_reference(
+            (dim, q, rows) in (1usize..14).prop_flat_map(|d| {
+                let v = prop_oneof![(-3i32..4).prop_map(f64::from), -1e3f64..1e3];
+                (Just(d), prop::collection::vec(v.clone(), d), prop::collection::vec(v, 0..12 * d))
+            }),
+        ) {
+            let rows = &rows[..rows.len() / dim * dim];
+            prop_assert_eq!(folded(SqEuclid, &q, rows), want(Metric::Euclidean, &q, rows));
+            prop_assert_eq!(folded(L1, &q, rows), want(Metric::Manhattan, &q, rows));
+            prop_assert_eq!(folded(LInf, &q, rows), want(Metric::Chebyshev, &q, rows));
         }
 
         #[test]
