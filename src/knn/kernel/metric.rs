@@ -88,6 +88,12 @@ pub(crate) fn fold_rows<F: Fold>(f: F, q: &[f64], rows: &[f64], mut each: impl F
         unsafe { avx2::sq_euclid_rows(q, rows, &mut each) };
         return;
     }
+    fold_rows_portable(f, q, rows, each);
+}
+
+/// [`fold_rows`] without vector instructions beyond the target's baseline.
+#[inline(always)]
+fn fold_rows_portable<F: Fold>(f: F, q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
     let dim = q.len();
     let quads = rows.chunks_exact(4 * dim);
     let rest = quads.remainder();
@@ -367,12 +373,12 @@ fn box_fold<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> f64 {
     acc
 }
 
-/// [`box_fold`] of two boxes at once, bit for bit the same, from their
-/// coordinates interleaved (`lo = [a_lo[0], b_lo[0], a_lo[1], ...]`, `hi`
-/// likewise): the kd-tree bounds both children of every node it visits, and
-/// two interleaved chains of dependent additions, one vector lane each, run
-/// in the time of one. Branch-free (selects, no early exit): data-dependent
-/// branches here mispredict.
+/// `box_fold` (the one-box form, kept for the tests) of two boxes at once,
+/// bit for bit the same, from their coordinates interleaved (`lo = [a_lo[0],
+/// b_lo[0], a_lo[1], ...]`, `hi` likewise): the kd-tree bounds both children
+/// of every node it visits, and two interleaved chains of dependent
+/// additions, one vector lane each, run in the time of one. Branch-free
+/// (selects, no early exit): data-dependent branches here mispredict.
 #[inline(always)]
 pub(crate) fn box_fold2<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> [f64; 2] {
     let (lo, hi) = (&lo[..2 * q.len()], &hi[..2 * q.len()]);
@@ -501,7 +507,8 @@ mod tests {
         }
 
         /// Every row count around the four-row blocks and every dimension
-        /// around the 4 x 4 tiles, through the AVX2 path where the CPU has it.
+        /// around the 4 x 4 tiles, through the AVX2 path where the CPU has it
+        /// and through the portable one.
         #[test]
         fn rows_at_once_are_the_reference(
             (dim, q, rows) in (1usize..14).prop_flat_map(|d| {
@@ -511,6 +518,11 @@ mod tests {
         ) {
             let rows = &rows[..rows.len() / dim * dim];
             prop_assert_eq!(folded(SqEuclid, &q, rows), want(Metric::Euclidean, &q, rows));
+            let mut portable = Vec::new();
+            fold_rows_portable(SqEuclid, &q, rows, |at, r| {
+                portable.push((at, SqEuclid.finish(r).to_bits()));
+            });
+            prop_assert_eq!(portable, want(Metric::Euclidean, &q, rows));
             prop_assert_eq!(folded(L1, &q, rows), want(Metric::Manhattan, &q, rows));
             prop_assert_eq!(folded(LInf, &q, rows), want(Metric::Chebyshev, &q, rows));
         }
