@@ -33,10 +33,10 @@ const BRUTE_SHARE: f64 = 0.1;
 const SAMPLE: usize = 16;
 /// A query's heap is seeded from a subtree of at least this many times k
 /// rows (see [`Search::answer`]). Counted in instructions (callgrind, one
-/// thread, k = 100): 2k and 3k tie (the subtree is the same), 4k costs 1.5%
-/// more on diamonds and 0.5% more on uniform d = 8. Seeding from the nearest
-/// leaves best first, through a priority queue, took as many instructions
-/// and more time in branches.
+/// thread, k = 100): 2k and 3k tie (the subtree is the same); k costs 1%
+/// more, 4k 5% more on diamonds and 1% more on uniform d = 8. Seeding from
+/// the nearest leaves best first, through a priority queue, took as many
+/// instructions and more time in branches.
 const SEED: usize = 2;
 
 #[derive(Clone, Copy, Debug)]
