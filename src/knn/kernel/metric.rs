@@ -81,11 +81,11 @@ pub(crate) fn fold4<F: Fold>(f: F, q: &[f64], rows: [&[f64]; 4]) -> [f64; 4] {
 /// additions overlap; squared Euclidean folds take one AVX2 lane per row
 /// where the CPU has it.
 #[inline(always)]
-pub(crate) fn fold_rows<F: Fold>(f: F, q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
+pub(crate) fn fold_rows<F: Fold>(f: F, q: &[f64], rows: &[f64], each: impl FnMut(usize, f64)) {
     #[cfg(target_arch = "x86_64")]
     if F::SQUARES && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present, checked just above.
-        unsafe { avx2::sq_euclid_rows(q, rows, &mut each) };
+        unsafe { avx2::sq_euclid_rows(q, rows, each) };
         return;
     }
     fold_rows_portable(f, q, rows, each);
@@ -126,11 +126,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn sq_euclid_rows(
-        q: &[f64],
-        rows: &[f64],
-        each: &mut impl FnMut(usize, f64),
-    ) {
+    pub(super) unsafe fn sq_euclid_rows(q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
         let dim = q.len();
         let quads = rows.chunks_exact(4 * dim);
         let rest = quads.remainder();
