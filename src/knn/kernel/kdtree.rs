@@ -225,21 +225,33 @@ impl KdTree {
     fn locality_order<F: Fold>(&self, f: F, queries: Points) -> Vec<usize> {
         let mut keyed: Vec<(u32, usize)> = (0..queries.rows)
             .map(|qi| {
-                let q = queries.row(qi);
-                let mut node = 0;
-                while self.nodes[node].right != 0 {
-                    let [bl, br] = self.kid_bounds(f, q, node);
-                    node = if br < bl {
-                        self.nodes[node].right as usize
-                    } else {
-                        node + 1
-                    };
-                }
-                (node as u32, qi)
+                let leaf = self.descend(f, queries.row(qi), 1);
+                (leaf as u32, qi)
             })
             .collect();
         keyed.sort_unstable();
         keyed.into_iter().map(|(_, qi)| qi).collect()
+    }
+
+    /// The node reached from the root by always taking the child whose box is
+    /// nearer `q` (the left one on a tie), stopping at a leaf or where that
+    /// child would hold fewer than `min_rows` rows.
+    fn descend<F: Fold>(&self, f: F, q: &[f64], min_rows: usize) -> usize {
+        let mut node = 0;
+        while self.nodes[node].right != 0 {
+            let [bl, br] = self.kid_bounds(f, q, node);
+            let next = if br < bl {
+                self.nodes[node].right as usize
+            } else {
+                node + 1
+            };
+            let m = self.nodes[next];
+            if ((m.end - m.start) as usize) < min_rows {
+                break;
+            }
+            node = next;
+        }
+        node
     }
 
     /// The box bounds of an inner node's left and right child.
@@ -392,21 +404,7 @@ impl<F: Fold> Search<'_, F> {
     fn answer(&mut self, q: &[f64]) {
         let tree = self.tree;
         let want = (SEED * self.top.k()).min(tree.rows);
-        let mut node = 0;
-        while tree.nodes[node].right != 0 {
-            let [bl, br] = self.bounds(q, node);
-            let next = if br < bl {
-                tree.nodes[node].right as usize
-            } else {
-                node + 1
-            };
-            let m = tree.nodes[next];
-            if ((m.end - m.start) as usize) < want {
-                break;
-            }
-            node = next;
-        }
-        let n = tree.nodes[node];
+        let n = tree.nodes[tree.descend(self.f, q, want)];
         self.seeded = (n.start, n.end);
         let (start, end) = (n.start as usize, n.end as usize);
         let dim = tree.dim;

@@ -143,11 +143,10 @@ mod avx2 {
             }
         }
         for row in rest.chunks_exact(dim) {
-            let mut acc = 0.0;
-            for (&x, &y) in q.iter().zip(row) {
-                acc += (x - y) * (x - y);
-            }
-            each(at, acc);
+            each(
+                at,
+                super::fold_until(super::SqEuclid, q, row, f64::INFINITY),
+            );
             at += 1;
         }
     }
