@@ -116,10 +116,27 @@ def gemm_peak(threads):
                                      capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
+def anchor_versions(systems):
+    """Versions of the anchors this run uses: a machine without Java or faiss (a lent
+    many-core one, say) still runs the others."""
+    import sklearn
+    out = [f"sklearn {sklearn.__version__}", f"numpy {np.__version__}"]
+    if "faiss_flat" in systems:
+        import faiss
+        out.append(f"faiss-cpu {faiss.__version__}")
+    if "pyspark" in systems:
+        import pyspark
+        out.append(f"pyspark {pyspark.__version__}")
+    return ", ".join(out + [f"python {platform.python_version()}"])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scaling-threads", default="1", help="extra thread counts for the scaling table")
+    parser.add_argument("--scaling-systems", default="sparkbook_auto,sklearn_kd_tree,faiss_flat",
+                        help="the systems also run at the scaling thread counts")
+    parser.add_argument("--scaling-repeats", type=int, help="runs per scaling point (default: --repeats)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--systems", default=",".join(list(RUST_SYSTEMS) + PY_SYSTEMS))
@@ -129,18 +146,17 @@ def main():
                         help="stop a system's process after this long (sklearn's trees at d = 32)")
     parser.add_argument("--oracle-rows", type=int, default=200)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
+    parser.add_argument("--no-growth", action="store_true", help="skip the cost-growth series")
     a = parser.parse_args()
     cases = a.cases.split(",") + (["uniform_1m_200k_d8"] if a.big else [])
     systems = a.systems.split(",")
     subprocess.run([str(RUST), "prepare", "--out", str(DATA)] + (["--big"] if a.big else []), check=True)
 
-    import faiss, pyspark, sklearn
-    from threadpoolctl import threadpool_info
+    scaling_systems = a.scaling_systems.split(",")
     info = {
         "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(),
-        "versions": f"sklearn {sklearn.__version__}, numpy {np.__version__}, faiss-cpu {faiss.__version__}, "
-                    f"pyspark {pyspark.__version__}, python {platform.python_version()}",
+        "versions": anchor_versions(systems),
         "threads": a.threads, "gemm": gemm_peak(a.threads),
     }
     print(json.dumps(info), flush=True)
@@ -153,11 +169,12 @@ def main():
         del X, y, Xt
         for threads in [a.threads] + [int(t) for t in a.scaling_threads.split(",") if t]:
             for system in systems:
-                if threads != a.threads and system not in ("sparkbook_auto", "sklearn_kd_tree", "faiss_flat"):
+                if threads != a.threads and system not in scaling_systems:
                     continue
                 if system.startswith("linfa_nn") and meta["dim"] >= 32 and not a.linfa_everywhere:
                     continue  # see LINFA_NOTE
-                r = run_system(case, system, threads, a.repeats, a.limit_s)
+                repeats = a.repeats if threads == a.threads else (a.scaling_repeats or a.repeats)
+                r = run_system(case, system, threads, repeats, a.limit_s)
                 r.update(system=system, threads=threads, case=case, meta=meta)
                 if "stopped_after_s" not in r:
                     pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
@@ -165,7 +182,7 @@ def main():
                 results.append(r)
                 print(json.dumps(r), flush=True)
         json.dump({"info": info, "results": results}, open(DATA / "results.json", "w"), indent=1)
-    growth = [json.loads(line) for line in subprocess.run(
+    growth = [] if a.no_growth else [json.loads(line) for line in subprocess.run(
         [str(RUST), "growth", "--threads", str(a.threads)], check=True, capture_output=True,
         text=True).stdout.splitlines() if line.startswith("{")]
     json.dump({"info": info, "results": results, "growth": growth}, open(DATA / "results.json", "w"), indent=1)
