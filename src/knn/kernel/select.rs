@@ -155,8 +155,13 @@ impl TopK {
             if l >= n {
                 break;
             }
-            let r = l + 1;
-            let c = if r < n && h[r] > h[l] { r } else { l };
+            // The larger child by arithmetic, not a branch: which child is
+            // larger is a coin flip that a branch predictor loses half the time.
+            let c = if l + 1 < n {
+                l + usize::from(h[l + 1] > h[l])
+            } else {
+                l
+            };
             if h[c] <= moving {
                 break;
             }
