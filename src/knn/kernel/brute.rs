@@ -185,6 +185,12 @@ trait Lane: Copy + PartialOrd + Default {
     fn at_most_64(chunk: &[Self; 64], t: Self) -> u64 {
         at_most_any(chunk, t)
     }
+    /// [`at_most`] of a full chunk with AVX2's eight f32 or four f64 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn at_most_64_avx2(chunk: &[Self; 64], t: Self) -> u64;
     /// The least value of this type that is `>= v`, so a threshold never
     /// tightens when it is narrowed.
     fn at_least(v: f64) -> Self;
@@ -225,6 +231,12 @@ impl Lane for f64 {
     fn at_most_64(chunk: &[f64; 64], t: f64) -> u64 {
         sse2::at_most_f64(chunk, t)
     }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn at_most_64_avx2(chunk: &[f64; 64], t: f64) -> u64 {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { avx2::at_most_f64(chunk, t) }
+    }
     fn at_least(v: f64) -> Self {
         v
     }
@@ -249,6 +261,12 @@ impl Lane for f32 {
     #[cfg(target_arch = "x86_64")]
     fn at_most_64(chunk: &[f32; 64], t: f32) -> u64 {
         sse2::at_most_f32(chunk, t)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn at_most_64_avx2(chunk: &[f32; 64], t: f32) -> u64 {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { avx2::at_most_f32(chunk, t) }
     }
     fn at_least(v: f64) -> Self {
         let r = v as f32; // round to nearest: at most one step below v
@@ -484,8 +502,39 @@ impl<T: Lane> Scan<'_, T> {
     /// `t0..`) that its threshold does not rule out, except those marked in
     /// `skip`.
     fn pass(&mut self, i: usize, q: &[f64], g: &[T], t0: usize, skip: Option<&[u64]>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present, checked just above.
+            unsafe { self.pass_avx2(i, q, g, t0, skip) };
+            return;
+        }
+        self.pass_with::<false>(i, q, g, t0, skip);
+    }
+
+    /// [`Scan::pass`] with AVX2 compares: the whole loop is compiled for
+    /// AVX2 (the x86-64 baseline stops at SSE2), so the mask of each chunk
+    /// is computed inline rather than through a call.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn pass_avx2(&mut self, i: usize, q: &[f64], g: &[T], t0: usize, skip: Option<&[u64]>) {
+        self.pass_with::<true>(i, q, g, t0, skip);
+    }
+
+    /// `AVX2` must be true only where the CPU supports AVX2.
+    #[inline(always)]
+    fn pass_with<const AVX2: bool>(
+        &mut self,
+        i: usize,
+        q: &[f64],
+        g: &[T],
+        t0: usize,
+        skip: Option<&[u64]>,
+    ) {
         for (c, chunk) in g.chunks(64).enumerate() {
-            let mut bits = at_most(chunk, self.thr[i]);
+            let mut bits = at_most::<T, AVX2>(chunk, self.thr[i]);
             if let Some(skip) = skip {
                 bits &= !skip[c];
             }
@@ -502,9 +551,13 @@ impl<T: Lane> Scan<'_, T> {
 }
 
 /// Bit `o` set iff `chunk[o] <= t`, for a chunk of at most 64 values.
-#[inline]
-fn at_most<T: Lane>(chunk: &[T], t: T) -> u64 {
+/// `AVX2` must be true only where the CPU supports AVX2.
+#[inline(always)]
+fn at_most<T: Lane, const AVX2: bool>(chunk: &[T], t: T) -> u64 {
     match <&[T; 64]>::try_from(chunk) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `AVX2` is true only where AVX2 was detected.
+        Ok(full) if AVX2 => unsafe { T::at_most_64_avx2(full, t) },
         Ok(full) => T::at_most_64(full, t),
         Err(_) => at_most_any(chunk, t),
     }
@@ -574,6 +627,63 @@ mod sse2 {
             }
             bits
         }
+    }
+}
+
+/// [`sse2`]'s masks eight f32 or four f64 compares at a time. The compares
+/// are ordered, as SSE2's `cmple` is: false for NaN, as `<=` is.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, __m256d, _CMP_LE_OQ, _mm256_cmp_pd, _mm256_cmp_ps, _mm256_loadu_pd,
+        _mm256_loadu_ps, _mm256_movemask_pd, _mm256_movemask_ps, _mm256_or_pd, _mm256_or_ps,
+        _mm256_set1_pd, _mm256_set1_ps, _mm256_setzero_pd, _mm256_setzero_ps,
+    };
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_most_f32(v: &[f32; 64], t: f32) -> u64 {
+        let mut cmp: [__m256; 8] = [_mm256_setzero_ps(); 8];
+        let mut any = _mm256_setzero_ps();
+        let tv = _mm256_set1_ps(t);
+        for (g, c) in cmp.iter_mut().enumerate() {
+            // SAFETY: lanes 8g..8g + 8 < 64 of the array.
+            let lanes = unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * g)) };
+            *c = _mm256_cmp_ps::<_CMP_LE_OQ>(lanes, tv);
+            any = _mm256_or_ps(any, *c);
+        }
+        if _mm256_movemask_ps(any) == 0 {
+            return 0;
+        }
+        let mut bits = 0;
+        for (g, &c) in cmp.iter().enumerate() {
+            bits |= (_mm256_movemask_ps(c) as u32 as u64) << (8 * g);
+        }
+        bits
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn at_most_f64(v: &[f64; 64], t: f64) -> u64 {
+        let mut cmp: [__m256d; 16] = [_mm256_setzero_pd(); 16];
+        let mut any = _mm256_setzero_pd();
+        let tv = _mm256_set1_pd(t);
+        for (g, c) in cmp.iter_mut().enumerate() {
+            // SAFETY: lanes 4g..4g + 4 < 64 of the array.
+            let lanes = unsafe { _mm256_loadu_pd(v.as_ptr().add(4 * g)) };
+            *c = _mm256_cmp_pd::<_CMP_LE_OQ>(lanes, tv);
+            any = _mm256_or_pd(any, *c);
+        }
+        if _mm256_movemask_pd(any) == 0 {
+            return 0;
+        }
+        let mut bits = 0;
+        for (g, &c) in cmp.iter().enumerate() {
+            bits |= (_mm256_movemask_pd(c) as u32 as u64) << (4 * g);
+        }
+        bits
     }
 }
 
@@ -703,7 +813,7 @@ impl Pick {
     fn collect<T: Lane>(&mut self, g: &[T], t: T) {
         self.cand.clear();
         for (c, chunk) in g.chunks(64).enumerate() {
-            let mut bits = at_most(chunk, t);
+            let mut bits = at_most::<T, false>(chunk, t);
             while bits != 0 {
                 let o = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -742,7 +852,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Products near a threshold: ties, neighbours one step away, zeros of
+    /// both signs, infinities and NaN.
+    fn chunk_and_threshold() -> impl Strategy<Value = (Vec<f64>, f64)> {
+        let v = prop_oneof![
+            (-4i32..5).prop_map(f64::from),
+            Just(0.5f64.next_up()),
+            Just(-0.0),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(f64::NAN),
+            -1e3f64..1e3,
+        ];
+        (
+            prop::collection::vec(v, 64),
+            prop_oneof![(-4i32..5).prop_map(f64::from), Just(0.5)],
+        )
+    }
+
     proptest! {
+        /// Every way of taking a full chunk's mask (SSE2, AVX2 where the CPU
+        /// has it) is the plain one, in f32 and f64.
+        #[test]
+        fn chunk_masks_are_the_plain_compares((v, t) in chunk_and_threshold()) {
+            let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            let (c64, c32) = (<&[f64; 64]>::try_from(&v[..]).unwrap(), <&[f32; 64]>::try_from(&v32[..]).unwrap());
+            prop_assert_eq!(f64::at_most_64(c64, t), at_most_any(&v, t));
+            prop_assert_eq!(f32::at_most_64(c32, t as f32), at_most_any(&v32, t as f32));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present, checked just above.
+                prop_assert_eq!(unsafe { f64::at_most_64_avx2(c64, t) }, at_most_any(&v, t));
+                // SAFETY: as above.
+                prop_assert_eq!(unsafe { f32::at_most_64_avx2(c32, t as f32) }, at_most_any(&v32, t as f32));
+            }
+        }
+
         /// The narrowed threshold is the least f32 at or above the f64 one.
         #[test]
         fn at_least_is_the_least_f32_not_below(bits in any::<u64>()) {
