@@ -12,12 +12,16 @@ use super::metric::{
 };
 use super::select::{Neighbors, TopK};
 
-/// Queries per block. With [`TRAIN_BLOCK`] this makes a product of 512 KiB
-/// (f32) that stays in L2 while it is scanned. Each query block streams the
-/// whole training matrix once to pack it, so a wide block matters more than the
-/// GEMM's shape: 512 x 256 was ~30% faster than 256 x 256 at 200k x 4k, d = 32,
-/// where memory traffic, not flops, had become the limit.
+/// Queries per GEMM block (and per block of the direct loops). With
+/// [`TRAIN_BLOCK`] this makes a product of 512 KiB (f32) that stays in L2
+/// while it is scanned.
 const QUERY_BLOCK: usize = 512;
+/// Queries that share one packing of each training block: the whole training
+/// matrix is streamed and packed once per group, which at 1M x 20k, d = 32 was
+/// 15% of the time with groups of 512 (a wide block had already been ~30%
+/// faster than 256 at 200k x 4k, where memory traffic was the limit). A group
+/// holds a top k per query, 1.6 KiB each at k = 100.
+const QUERY_GROUP: usize = 4 * QUERY_BLOCK;
 /// Training rows per GEMM block.
 const TRAIN_BLOCK: usize = 256;
 /// Training rows that seed each query's top k at once (see [`prefilter`]):
@@ -392,10 +396,10 @@ fn prefilter<T: Lane>(
     let mut scan = Scan {
         train,
         ids,
-        limits: [f64::INFINITY; QUERY_BLOCK],
-        thr: [T::from_f64(f64::INFINITY); QUERY_BLOCK],
-        qnorm: [0.0; QUERY_BLOCK],
-        tops: (0..QUERY_BLOCK).map(|_| TopK::new(out.k)).collect(),
+        limits: [f64::INFINITY; QUERY_GROUP],
+        thr: [T::from_f64(f64::INFINITY); QUERY_GROUP],
+        qnorm: [0.0; QUERY_GROUP],
+        tops: (0..QUERY_GROUP.min(m)).map(|_| TopK::new(out.k)).collect(),
         fresh: Vec::with_capacity(out.k),
         shrink,
         tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
@@ -403,15 +407,15 @@ fn prefilter<T: Lane>(
     let seed = if seed >= out.k { seed.min(n) } else { 0 };
     let mut seeding = Seeding::<T>::new(train, mu, shrink, seed, out.k);
 
-    let mut qpack = vec![T::default(); QUERY_BLOCK * width];
+    let mut qpack = vec![T::default(); QUERY_GROUP * width];
     let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
     let mut prod = vec![T::default(); QUERY_BLOCK * TRAIN_BLOCK];
 
-    for q0 in (0..m).step_by(QUERY_BLOCK) {
-        let qn = QUERY_BLOCK.min(m - q0);
+    for q0 in (0..m).step_by(QUERY_GROUP) {
+        let qn = QUERY_GROUP.min(m - q0);
         for i in 0..qn {
-            scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_BLOCK, -2.0);
-            qpack[dim * QUERY_BLOCK + i] = T::from_f64(1.0);
+            scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_GROUP, -2.0);
+            qpack[dim * QUERY_GROUP + i] = T::from_f64(1.0);
         }
         scan.limits.fill(f64::INFINITY);
         scan.thr.fill(T::from_f64(f64::INFINITY));
@@ -423,15 +427,18 @@ fn prefilter<T: Lane>(
                 let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
                 tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
             }
-            gemm(
-                (qn, width, tn),
-                (&qpack, QUERY_BLOCK),
-                (&tpack, TRAIN_BLOCK),
-                &mut prod,
-            );
-            for i in 0..qn {
-                let g = &prod[i * tn..(i + 1) * tn];
-                scan.pass(i, queries.row(q0 + i), g, t0, None);
+            for b0 in (0..qn).step_by(QUERY_BLOCK) {
+                let bn = QUERY_BLOCK.min(qn - b0);
+                gemm(
+                    (bn, width, tn),
+                    (&qpack[b0..], QUERY_GROUP),
+                    (&tpack, TRAIN_BLOCK),
+                    &mut prod,
+                );
+                for (b, g) in prod.chunks_exact(tn).take(bn).enumerate() {
+                    let i = b0 + b;
+                    scan.pass(i, queries.row(q0 + i), g, t0, None);
+                }
             }
         }
         for (i, top) in scan.tops.iter_mut().take(qn).enumerate() {
@@ -440,16 +447,16 @@ fn prefilter<T: Lane>(
     }
 }
 
-/// A query block's running top k and the thresholds derived from them.
+/// A query group's running top k and the thresholds derived from them.
 struct Scan<'a, T> {
     train: Points<'a>,
     ids: Option<&'a [u32]>,
     /// `SqEuclid::limit` of each query's current k-th distance.
-    limits: [f64; QUERY_BLOCK],
+    limits: [f64; QUERY_GROUP],
     /// The product above which a training row is provably out (see [`prefilter`]).
-    thr: [T; QUERY_BLOCK],
+    thr: [T; QUERY_GROUP],
     /// `fl|x' |^2` of each query.
-    qnorm: [f64; QUERY_BLOCK],
+    qnorm: [f64; QUERY_GROUP],
     tops: Vec<TopK>,
     /// Seed distances on their way into a heap.
     fresh: Vec<(f64, u32)>,
@@ -737,7 +744,7 @@ impl<T: Lane> Seeding<T> {
             let bn = SEED_QUERIES.min(qn - b0);
             gemm(
                 (bn, width, s),
-                (&qpack[b0..], QUERY_BLOCK),
+                (&qpack[b0..], QUERY_GROUP),
                 (&self.pack, s),
                 &mut self.prod,
             );
@@ -969,17 +976,7 @@ mod tests {
         let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
         let mu = column_means(tp);
         for k in [1, 10, 100] {
-            let mut want = Neighbors::for_call(tp, qp, k);
-            for qi in 0..m {
-                let mut all: Vec<(f64, u32)> = (0..n)
-                    .map(|j| (distance(Metric::Euclidean, qp.row(qi), tp.row(j)), j as u32))
-                    .collect();
-                all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                for (r, &(d, j)) in all[..k].iter().enumerate() {
-                    want.distances[qi * k + r] = d;
-                    want.indices[qi * k + r] = j;
-                }
-            }
+            let want = sort_everything(tp, qp, k);
             for seed in [0, k, k + 1, 130, n - 1, n] {
                 let mut got = Neighbors::for_call(tp, qp, k);
                 prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
@@ -988,6 +985,42 @@ mod tests {
                 prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
                 assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
             }
+        }
+    }
+
+    /// The Euclidean k nearest of every query by sorting all training rows.
+    fn sort_everything(tp: Points, qp: Points, k: usize) -> Neighbors {
+        let mut want = Neighbors::for_call(tp, qp, k);
+        for qi in 0..qp.rows {
+            let mut all: Vec<(f64, u32)> = (0..tp.rows)
+                .map(|j| (distance(Metric::Euclidean, qp.row(qi), tp.row(j)), j as u32))
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for (r, &(d, j)) in all[..k].iter().enumerate() {
+                want.distances[qi * k + r] = d;
+                want.indices[qi * k + r] = j;
+            }
+        }
+        want
+    }
+
+    /// Queries past one group (and past GEMM blocks within it, the last one
+    /// short) keep their own top k, thresholds and norms.
+    #[test]
+    fn queries_across_groups_give_the_oracle() {
+        let (n, m, dim, k) = (600, QUERY_GROUP + QUERY_BLOCK + 37, 3, 10);
+        let value = |x: usize| ((x * 7919 + x / 3 * 104_729) % 1000) as f64 / 100.0;
+        let train: Vec<f64> = (0..n * dim).map(value).collect();
+        let queries: Vec<f64> = (0..m * dim).map(|x| value(x * 31 + 5)).collect();
+        let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
+        let (mu, want) = (column_means(tp), sort_everything(tp, qp, k));
+        for seed in [0, 2 * k] {
+            let mut got = Neighbors::for_call(tp, qp, k);
+            prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
+            assert_eq!(got, want, "f32, seed = {seed}");
+            let mut got = Neighbors::for_call(tp, qp, k);
+            prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
+            assert_eq!(got, want, "f64, seed = {seed}");
         }
     }
 
