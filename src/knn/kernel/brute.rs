@@ -16,12 +16,20 @@ use super::select::{Neighbors, TopK};
 /// [`TRAIN_BLOCK`] this makes a product of 512 KiB (f32) that stays in L2
 /// while it is scanned.
 const QUERY_BLOCK: usize = 512;
-/// Queries that share one packing of each training block: the whole training
-/// matrix is streamed and packed once per group, which at 1M x 20k, d = 32 was
-/// 15% of the time with groups of 512 (a wide block had already been ~30%
-/// faster than 256 at 200k x 4k, where memory traffic was the limit). A group
-/// holds a top k per query, 1.6 KiB each at k = 100.
+/// The most queries that share one packing of each training block (see
+/// [`query_group`]).
 const QUERY_GROUP: usize = 4 * QUERY_BLOCK;
+
+/// Queries that share one packing of each training block, for rows `width`
+/// values wide. The whole training matrix is streamed and packed once per
+/// group: at 1M x 20k, d = 32 that was 15% of the time with groups of 512,
+/// and groups of 2048 were 7-10% faster. But a group's top k heaps (1.6 KiB
+/// each at k = 100) are all touched by every training block, and at d = 8,
+/// where packing is cheap, 2048 was 5-10% slower than 512. So the group
+/// widens with the rows.
+fn query_group(width: usize) -> usize {
+    QUERY_BLOCK * (width / 8).clamp(1, QUERY_GROUP / QUERY_BLOCK)
+}
 /// Training rows per GEMM block.
 const TRAIN_BLOCK: usize = 256;
 /// Training rows that seed each query's top k at once (see [`prefilter`]):
@@ -392,6 +400,7 @@ fn prefilter<T: Lane>(
 ) {
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let width = dim + 1;
+    let group = query_group(width);
     let shrink = 1.0 - slack::<T>(dim);
     let mut scan = Scan {
         train,
@@ -399,7 +408,7 @@ fn prefilter<T: Lane>(
         limits: [f64::INFINITY; QUERY_GROUP],
         thr: [T::from_f64(f64::INFINITY); QUERY_GROUP],
         qnorm: [0.0; QUERY_GROUP],
-        tops: (0..QUERY_GROUP.min(m)).map(|_| TopK::new(out.k)).collect(),
+        tops: (0..group.min(m)).map(|_| TopK::new(out.k)).collect(),
         fresh: Vec::with_capacity(out.k),
         shrink,
         tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
@@ -407,19 +416,19 @@ fn prefilter<T: Lane>(
     let seed = if seed >= out.k { seed.min(n) } else { 0 };
     let mut seeding = Seeding::<T>::new(train, mu, shrink, seed, out.k);
 
-    let mut qpack = vec![T::default(); QUERY_GROUP * width];
+    let mut qpack = vec![T::default(); group * width];
     let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
     let mut prod = vec![T::default(); QUERY_BLOCK * TRAIN_BLOCK];
 
-    for q0 in (0..m).step_by(QUERY_GROUP) {
-        let qn = QUERY_GROUP.min(m - q0);
+    for q0 in (0..m).step_by(group) {
+        let qn = group.min(m - q0);
         for i in 0..qn {
-            scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], QUERY_GROUP, -2.0);
-            qpack[dim * QUERY_GROUP + i] = T::from_f64(1.0);
+            scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], group, -2.0);
+            qpack[dim * group + i] = T::from_f64(1.0);
         }
         scan.limits.fill(f64::INFINITY);
         scan.thr.fill(T::from_f64(f64::INFINITY));
-        seeding.run(&mut scan, queries, q0, qn, &qpack);
+        seeding.run(&mut scan, queries, q0, qn, (&qpack, group));
 
         for t0 in (seed..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
@@ -431,7 +440,7 @@ fn prefilter<T: Lane>(
                 let bn = QUERY_BLOCK.min(qn - b0);
                 gemm(
                     (bn, width, tn),
-                    (&qpack[b0..], QUERY_GROUP),
+                    (&qpack[b0..], group),
                     (&tpack, TRAIN_BLOCK),
                     &mut prod,
                 );
@@ -732,8 +741,16 @@ impl<T: Lane> Seeding<T> {
         }
     }
 
-    /// Seeds queries `q0..q0 + qn`, whose packed form is `qpack`.
-    fn run(&mut self, scan: &mut Scan<T>, queries: Points, q0: usize, qn: usize, qpack: &[T]) {
+    /// Seeds queries `q0..q0 + qn`, whose packed form is `qpack` (query `i`'s
+    /// value `t` at `t * stride + i`).
+    fn run(
+        &mut self,
+        scan: &mut Scan<T>,
+        queries: Points,
+        q0: usize,
+        qn: usize,
+        (qpack, stride): (&[T], usize),
+    ) {
         let s = self.rows;
         if s == 0 {
             return;
@@ -744,7 +761,7 @@ impl<T: Lane> Seeding<T> {
             let bn = SEED_QUERIES.min(qn - b0);
             gemm(
                 (bn, width, s),
-                (&qpack[b0..], QUERY_GROUP),
+                (&qpack[b0..], stride),
                 (&self.pack, s),
                 &mut self.prod,
             );
@@ -1008,19 +1025,26 @@ mod tests {
     /// short) keep their own top k, thresholds and norms.
     #[test]
     fn queries_across_groups_give_the_oracle() {
-        let (n, m, dim, k) = (600, QUERY_GROUP + QUERY_BLOCK + 37, 3, 10);
+        let (n, m, k) = (600, QUERY_GROUP + QUERY_BLOCK + 37, 10);
         let value = |x: usize| ((x * 7919 + x / 3 * 104_729) % 1000) as f64 / 100.0;
-        let train: Vec<f64> = (0..n * dim).map(value).collect();
-        let queries: Vec<f64> = (0..m * dim).map(|x| value(x * 31 + 5)).collect();
-        let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
-        let (mu, want) = (column_means(tp), sort_everything(tp, qp, k));
-        for seed in [0, 2 * k] {
-            let mut got = Neighbors::for_call(tp, qp, k);
-            prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
-            assert_eq!(got, want, "f32, seed = {seed}");
-            let mut got = Neighbors::for_call(tp, qp, k);
-            prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
-            assert_eq!(got, want, "f64, seed = {seed}");
+        // Groups of one GEMM block (d = 3) and of four (d = 31).
+        for dim in [3, 31] {
+            assert_eq!(
+                query_group(dim + 1) / QUERY_BLOCK,
+                if dim < 7 { 1 } else { 4 }
+            );
+            let train: Vec<f64> = (0..n * dim).map(value).collect();
+            let queries: Vec<f64> = (0..m * dim).map(|x| value(x * 31 + 5)).collect();
+            let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
+            let (mu, want) = (column_means(tp), sort_everything(tp, qp, k));
+            for seed in [0, 2 * k] {
+                let mut got = Neighbors::for_call(tp, qp, k);
+                prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
+                assert_eq!(got, want, "f32, d = {dim}, seed = {seed}");
+                let mut got = Neighbors::for_call(tp, qp, k);
+                prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
+                assert_eq!(got, want, "f64, d = {dim}, seed = {seed}");
+            }
         }
     }
 
