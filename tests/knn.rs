@@ -270,6 +270,39 @@ fn auto_keeps_the_tree_where_it_prunes() {
     );
 }
 
+/// Past 65,536 rows `Auto` first tries the tree on a strided sample: where the
+/// tree cannot prune (uniform, 32 dimensions) it goes straight to brute force,
+/// where it can (2 dimensions) the full tree is kept; both answer as brute
+/// force does.
+#[test]
+fn auto_on_a_sample_decides_for_large_training_sets() {
+    let n = 70_000;
+    let mut state = 7u64;
+    let mut unit = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    for (dim, want) in [(32, Algorithm::Brute), (2, Algorithm::KdTree)] {
+        let x = Array2::from_shape_simple_fn((n, dim), &mut unit);
+        let y = Array1::from_iter((0..n).map(|i| (i % 97) as f64));
+        let data = linfa::Dataset::new(x, y);
+        let q = Array2::from_shape_simple_fn((20, dim), &mut unit);
+        let auto = KnnRegressor::params(10).fit(&data).unwrap();
+        assert_eq!(auto.algorithm(), want, "d = {dim}");
+        let brute = KnnRegressor::params(10)
+            .algorithm(Algorithm::Brute)
+            .fit(&data)
+            .unwrap();
+        assert_eq!(
+            auto.try_predict(&q).unwrap(),
+            brute.try_predict(&q).unwrap(),
+            "d = {dim}"
+        );
+    }
+}
+
 #[test]
 fn seed_workflow_on_real_data_matches_a_direct_predict() {
     let df = sparkbook::datasets::house_prices().unwrap();
