@@ -260,13 +260,24 @@ fn auto_keeps_the_tree_where_it_prunes() {
     let q = Array2::from_shape_fn((50, 2), |(i, j)| ((i * 613 + j * 7) % 10_007) as f64);
     let auto = KnnRegressor::params(10).fit(&data).unwrap();
     assert_eq!(auto.algorithm(), Algorithm::KdTree);
+    assert_answers_as_brute(&auto, &data, &q, "d = 2");
+}
+
+/// `auto`, fitted on `data` with k = 10, predicts `q` as a brute-force model does.
+fn assert_answers_as_brute(
+    auto: &KnnRegressor,
+    data: &linfa::Dataset<f64, f64, ndarray::Ix1>,
+    q: &Array2<f64>,
+    what: &str,
+) {
     let brute = KnnRegressor::params(10)
         .algorithm(Algorithm::Brute)
-        .fit(&data)
+        .fit(data)
         .unwrap();
     assert_eq!(
-        auto.try_predict(&q).unwrap(),
-        brute.try_predict(&q).unwrap()
+        auto.try_predict(q).unwrap(),
+        brute.try_predict(q).unwrap(),
+        "{what}"
     );
 }
 
@@ -291,15 +302,7 @@ fn auto_on_a_sample_decides_for_large_training_sets() {
         let q = Array2::from_shape_simple_fn((20, dim), &mut unit);
         let auto = KnnRegressor::params(10).fit(&data).unwrap();
         assert_eq!(auto.algorithm(), want, "d = {dim}");
-        let brute = KnnRegressor::params(10)
-            .algorithm(Algorithm::Brute)
-            .fit(&data)
-            .unwrap();
-        assert_eq!(
-            auto.try_predict(&q).unwrap(),
-            brute.try_predict(&q).unwrap(),
-            "d = {dim}"
-        );
+        assert_answers_as_brute(&auto, &data, &q, &format!("d = {dim}"));
     }
 }
 

@@ -361,18 +361,12 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    use super::super::kernel::tests::Rng;
     use super::*;
 
     fn uniform(rows: usize, dim: usize) -> Matrix {
-        let mut state = 11u64;
-        let data = (0..rows * dim)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                (state >> 11) as f64 / (1u64 << 53) as f64
-            })
-            .collect();
+        let mut rng = Rng(11);
+        let data = (0..rows * dim).map(|_| rng.unit()).collect();
         Matrix { data, rows, dim }
     }
 

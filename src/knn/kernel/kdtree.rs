@@ -504,16 +504,10 @@ mod tests {
     /// `Auto` makes at fit.
     #[test]
     fn prefers_brute_where_it_cannot_prune() {
-        let mut state = 7u64;
-        let mut unit = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let low: Vec<f64> = (0..20_000 * 2).map(|_| unit()).collect();
+        let mut rng = super::super::tests::Rng(7);
+        let low: Vec<f64> = (0..20_000 * 2).map(|_| rng.unit()).collect();
         assert!(!KdTree::build(low, 20_000, 2, 30).prefers_brute(100));
-        let high: Vec<f64> = (0..4000 * 32).map(|_| unit()).collect();
+        let high: Vec<f64> = (0..4000 * 32).map(|_| rng.unit()).collect();
         assert!(KdTree::build(high, 4000, 32, 30).prefers_brute(100));
     }
 

@@ -16,4 +16,4 @@ pub(crate) use metric::{Points, distance};
 pub(crate) use select::Neighbors;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

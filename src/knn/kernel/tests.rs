@@ -16,8 +16,9 @@ const METRICS: [Metric; 8] = [
     Metric::Cosine,
 ];
 
-/// xorshift64*: deterministic data without a rand dependency.
-struct Rng(u64);
+/// xorshift64*: deterministic data without a rand dependency (the seed must
+/// not be zero).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -29,7 +30,7 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
