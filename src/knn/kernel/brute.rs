@@ -7,6 +7,7 @@
 //! [`distance`](super::metric::distance). Memory stays at a few block
 //! buffers regardless of the number of queries or training rows.
 
+use super::amx::{self, Tiles};
 use super::metric::{
     CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance, fold4,
 };
@@ -118,11 +119,12 @@ impl Brute {
         match self.precision(queries) {
             Some(Precision::F32) => {
                 let seed = seed_rows::<f32>(n, dim);
-                prefilter::<f32>(train, ids, queries, &self.mu, seed, out);
+                let tiles = dim >= amx::MIN_DIM && amx::available();
+                prefilter::<f32>(train, ids, queries, &self.mu, seed, tiles, out);
             }
             Some(Precision::F64) => {
                 let seed = seed_rows::<f64>(n, dim);
-                prefilter::<f64>(train, ids, queries, &self.mu, seed, out);
+                prefilter::<f64>(train, ids, queries, &self.mu, seed, false, out);
             }
             None => return false,
         }
@@ -208,6 +210,11 @@ trait Lane: Copy + PartialOrd + Default {
     fn at_least(v: f64) -> Self;
     /// matrixmultiply's GEMM for this type.
     const GEMM: GemmFn<Self>;
+    /// `v` as this type's values, where it is `f32`: products from the AMX
+    /// tiles (see [`amx`]) serve only an f32 prefilter, whose margin is
+    /// widened for their bf16 inputs.
+    fn from_tiles(v: &[f32]) -> Option<&[Self]>;
+    fn to_f32(self) -> f32;
 }
 
 /// The signature matrixmultiply's `sgemm` and `dgemm` share.
@@ -236,6 +243,12 @@ impl Lane for f64 {
     fn from_f64(v: f64) -> Self {
         v
     }
+    fn from_tiles(_: &[f32]) -> Option<&[f64]> {
+        None
+    }
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
     fn order_key(self) -> u32 {
         (self as f32).order_key()
     }
@@ -261,6 +274,12 @@ impl Lane for f32 {
     const GEMM: GemmFn<f32> = matrixmultiply::sgemm;
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+    fn from_tiles(v: &[f32]) -> Option<&[f32]> {
+        Some(v)
+    }
+    fn to_f32(self) -> f32 {
+        self
     }
     fn order_key(self) -> u32 {
         let b = self.to_bits();
@@ -390,18 +409,26 @@ fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
 /// one, and a second look at the same products lets through only the rows
 /// that might still beat it. Which k rows seed the heap is a matter of speed
 /// alone: every row is either pushed or skipped by the bound above.
+///
+/// # Products on AMX tiles
+/// With `tiles` (f32 only), the products after the seed come from bf16
+/// copies of the packed values (see [`amx`]), the margin widened by
+/// [`amx::SLACK`] for every product, the seed's f32 ones included.
 fn prefilter<T: Lane>(
     train: Points,
     ids: Option<&[u32]>,
     queries: Points,
     mu: &[f64],
     seed: usize,
+    tiles: bool,
     out: &mut Neighbors,
 ) {
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let width = dim + 1;
     let group = query_group(width);
-    let shrink = 1.0 - slack::<T>(dim);
+    let tiles = tiles && T::from_tiles(&[]).is_some();
+    let shrink = 1.0 - slack::<T>(dim) - if tiles { amx::SLACK } else { 0.0 };
+    let mut tiles = tiles.then(|| Tiles::new(dim, group.min(m), TRAIN_BLOCK));
     let mut scan = Scan {
         train,
         ids,
@@ -426,6 +453,11 @@ fn prefilter<T: Lane>(
             scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], group, -2.0);
             qpack[dim * group + i] = T::from_f64(1.0);
         }
+        if let Some(tiles) = &mut tiles {
+            for i in 0..qn {
+                tiles.pack_query(i, dim, |t| qpack[t * group + i].to_f32());
+            }
+        }
         scan.limits.fill(f64::INFINITY);
         scan.thr.fill(T::from_f64(f64::INFINITY));
         seeding.run(&mut scan, queries, q0, qn, (&qpack, group));
@@ -435,6 +467,23 @@ fn prefilter<T: Lane>(
             for j in 0..tn {
                 let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
                 tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
+            }
+            if let Some(tiles) = &mut tiles {
+                for j in 0..tn {
+                    let value = |t: usize| tpack[t * TRAIN_BLOCK + j].to_f32();
+                    tiles.pack_train(j, dim, value, value(dim));
+                }
+                for i0 in (0..qn).step_by(amx::STRIP) {
+                    let stride = tiles.stride();
+                    // Some: `tiles` is on only for f32.
+                    if let Some(prod) = T::from_tiles(tiles.products(i0, tn)) {
+                        for b in 0..amx::STRIP.min(qn - i0) {
+                            let (i, g) = (i0 + b, &prod[b * stride..][..tn]);
+                            scan.pass(i, queries.row(q0 + i), g, t0, None);
+                        }
+                    }
+                }
+                continue;
             }
             for b0 in (0..qn).step_by(QUERY_BLOCK) {
                 let bn = QUERY_BLOCK.min(qn - b0);
@@ -995,11 +1044,13 @@ mod tests {
         for k in [1, 10, 100] {
             let want = sort_everything(tp, qp, k);
             for seed in [0, k, k + 1, 130, n - 1, n] {
+                for tiles in [false, amx::available()] {
+                    let mut got = Neighbors::for_call(tp, qp, k);
+                    prefilter::<f32>(tp, None, qp, &mu, seed, tiles, &mut got);
+                    assert_eq!(got, want, "f32, k = {k}, seed = {seed}, tiles {tiles}");
+                }
                 let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
-                assert_eq!(got, want, "f32, k = {k}, seed = {seed}");
-                let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
+                prefilter::<f64>(tp, None, qp, &mu, seed, false, &mut got);
                 assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
             }
         }
@@ -1038,11 +1089,13 @@ mod tests {
             let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
             let (mu, want) = (column_means(tp), sort_everything(tp, qp, k));
             for seed in [0, 2 * k] {
+                for tiles in [false, amx::available()] {
+                    let mut got = Neighbors::for_call(tp, qp, k);
+                    prefilter::<f32>(tp, None, qp, &mu, seed, tiles, &mut got);
+                    assert_eq!(got, want, "f32, d = {dim}, seed = {seed}, tiles {tiles}");
+                }
                 let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f32>(tp, None, qp, &mu, seed, &mut got);
-                assert_eq!(got, want, "f32, d = {dim}, seed = {seed}");
-                let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f64>(tp, None, qp, &mu, seed, &mut got);
+                prefilter::<f64>(tp, None, qp, &mu, seed, false, &mut got);
                 assert_eq!(got, want, "f64, d = {dim}, seed = {seed}");
             }
         }
