@@ -85,25 +85,23 @@ impl Tiles {
         }
     }
 
-    /// Training row `j`'s values as bf16, and the value its products start
-    /// from. A tile's right operand holds, for 16 training rows, each pair
-    /// of consecutive values side by side: row `r` of the tile is values
-    /// `2r, 2r + 1` of rows `0..16`.
-    pub(crate) fn pack_train(
-        &mut self,
-        j: usize,
-        dim: usize,
-        value: impl Fn(usize) -> f32,
-        init: f32,
-    ) {
+    /// Training row `j`, `x`, as the f32 prefilter takes it (`fl(x - mu)`,
+    /// rounded to f32), then to bf16, and its products' start
+    /// `shrink * fl|x - mu|^2`, rounded to f32: the quantities
+    /// `brute::prefilter`'s bound is stated for. A tile's right operand holds,
+    /// for 16 training rows, each pair of consecutive values side by side: row
+    /// `r` of the tile is values `2r, 2r + 1` of rows `0..16`.
+    pub(crate) fn pack_train(&mut self, j: usize, x: &[f64], mu: &[f64], shrink: f64) {
         let (tile, col) = (j / EDGE, j % EDGE);
-        let base = tile * EDGE * self.kp;
-        for t in 0..dim {
+        let base = tile * EDGE * self.kp + 2 * col;
+        let mut sq = 0.0;
+        for (t, (&v, &c)) in x.iter().zip(mu).enumerate() {
+            let s = v - c;
+            sq += s * s;
             let (k, pair) = (t / K_TILE, t % K_TILE);
-            self.train[base + (k * EDGE + pair / 2) * 2 * EDGE + 2 * col + pair % 2] =
-                bf16(value(t));
+            self.train[base + (k * EDGE + pair / 2) * 2 * EDGE + pair % 2] = bf16(s as f32);
         }
-        self.init[j] = init;
+        self.init[j] = (shrink * sq) as f32;
     }
 
     /// The products of queries `i0..i0 + STRIP` with the first `n` training
@@ -301,8 +299,18 @@ mod tests {
             for i in 0..m {
                 tiles.pack_query(i, dim, |x| q[i * dim + x]);
             }
+            // Training values f32 holds exactly, shifted by a zero mean.
+            let zero = vec![0.0; dim];
+            let mut start = Vec::new();
             for j in 0..n {
-                tiles.pack_train(j, dim, |x| t[j * dim + x], j as f32 * 0.25);
+                let row: Vec<f64> = t[j * dim..(j + 1) * dim]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                let shrink = 0.5 + j as f64 * 0.01;
+                let sq = row.iter().fold(0.0, |a, v| a + v * v);
+                start.push(f64::from((shrink * sq) as f32));
+                tiles.pack_train(j, &row, &zero, shrink);
             }
             let wide = |v: f32| f64::from(f32::from_bits(u32::from(bf16(v)) << 16));
             for i0 in (0..m).step_by(STRIP) {
@@ -310,7 +318,7 @@ mod tests {
                 let prod = tiles.products(i0, n).to_vec();
                 for b in 0..STRIP.min(m - i0) {
                     for j in 0..n {
-                        let (i, mut sum, mut size) = (i0 + b, j as f64 * 0.25, j as f64 * 0.25);
+                        let (i, mut sum, mut size) = (i0 + b, start[j], start[j]);
                         for x in 0..dim {
                             let p = wide(q[i * dim + x]) * wide(t[j * dim + x]);
                             sum += p;

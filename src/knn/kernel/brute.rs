@@ -464,14 +464,9 @@ fn prefilter<T: Lane>(
 
         for t0 in (seed..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
-            for j in 0..tn {
-                let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
-                tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
-            }
             if let Some(tiles) = &mut tiles {
                 for j in 0..tn {
-                    let value = |t: usize| tpack[t * TRAIN_BLOCK + j].to_f32();
-                    tiles.pack_train(j, dim, value, value(dim));
+                    tiles.pack_train(j, train.row(t0 + j), mu, shrink);
                 }
                 for i0 in (0..qn).step_by(amx::STRIP) {
                     let stride = tiles.stride();
@@ -484,6 +479,10 @@ fn prefilter<T: Lane>(
                     }
                 }
                 continue;
+            }
+            for j in 0..tn {
+                let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], TRAIN_BLOCK, 1.0);
+                tpack[dim * TRAIN_BLOCK + j] = T::from_f64(shrink * ny);
             }
             for b0 in (0..qn).step_by(QUERY_BLOCK) {
                 let bn = QUERY_BLOCK.min(qn - b0);
