@@ -56,13 +56,20 @@ const DIRECT_BLOCK_BYTES: usize = 32 * 1024;
 pub(crate) struct Brute {
     mu: Vec<f64>,
     train_max_sq: f64,
+    /// The mean centered squared norm: with a query's, the scale of the
+    /// margin a bf16 product needs (see [`tiles_pay`]).
+    train_mean_sq: f64,
 }
 
 impl Brute {
     pub(crate) fn new(train: Points) -> Brute {
         let mu = column_means(train);
-        let train_max_sq = max_centered_sq(train, &mu);
-        Brute { mu, train_max_sq }
+        let (train_max_sq, train_mean_sq) = centered_sq(train, &mu);
+        Brute {
+            mu,
+            train_max_sq,
+            train_mean_sq,
+        }
     }
 
     /// The exact k nearest training rows of every query. `train` must be the
@@ -96,7 +103,7 @@ impl Brute {
     /// f32 while every centered squared norm stays far from f32's overflow, f64
     /// up to f64's, none beyond (the direct path answers then).
     fn precision(&self, queries: Points) -> Option<Precision> {
-        let largest = self.train_max_sq.max(max_centered_sq(queries, &self.mu));
+        let largest = self.train_max_sq.max(centered_sq(queries, &self.mu).0);
         if largest <= f32::NORM_CAP {
             Some(Precision::F32)
         } else if largest <= f64::NORM_CAP {
@@ -119,12 +126,16 @@ impl Brute {
         match self.precision(queries) {
             Some(Precision::F32) => {
                 let seed = seed_rows::<f32>(n, dim);
-                let tiles = dim >= amx::MIN_DIM && amx::available();
-                prefilter::<f32>(train, ids, queries, &self.mu, seed, tiles, out);
+                let bf16 = if dim >= amx::MIN_DIM && amx::available() {
+                    Bf16::WhereItPays
+                } else {
+                    Bf16::Never
+                };
+                prefilter::<f32>(train, ids, queries, self, seed, bf16, out);
             }
             Some(Precision::F64) => {
                 let seed = seed_rows::<f64>(n, dim);
-                prefilter::<f64>(train, ids, queries, &self.mu, seed, false, out);
+                prefilter::<f64>(train, ids, queries, self, seed, Bf16::Never, out);
             }
             None => return false,
         }
@@ -365,8 +376,9 @@ enum Precision {
     F64,
 }
 
-fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
-    (0..p.rows)
+/// The largest and the mean squared norm of the rows shifted by `mu`.
+fn centered_sq(p: Points, mu: &[f64]) -> (f64, f64) {
+    let (max, sum) = (0..p.rows)
         .map(|i| {
             p.row(i)
                 .iter()
@@ -374,7 +386,8 @@ fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
                 .map(|(x, c)| (x - c) * (x - c))
                 .sum::<f64>()
         })
-        .fold(0.0, f64::max)
+        .fold((0.0, 0.0), |(max, sum), sq| (f64::max(max, sq), sum + sq));
+    (max, sum / p.rows.max(1) as f64)
 }
 
 /// # Why skipping is exact
@@ -411,24 +424,30 @@ fn max_centered_sq(p: Points, mu: &[f64]) -> f64 {
 /// alone: every row is either pushed or skipped by the bound above.
 ///
 /// # Products on AMX tiles
-/// With `tiles` (f32 only), the products after the seed come from bf16
-/// copies of the packed values (see [`amx`]), the margin widened by
-/// [`amx::SLACK`] for every product, the seed's f32 ones included.
+/// Where `bf16` allows (f32 only), a query group's products after the seed
+/// come from bf16 copies of the packed values (see [`amx`]), the margin
+/// widened by [`amx::SLACK`]: the group's thresholds are derived again
+/// with it before the first tile product.
 fn prefilter<T: Lane>(
     train: Points,
     ids: Option<&[u32]>,
     queries: Points,
-    mu: &[f64],
+    stats: &Brute,
     seed: usize,
-    tiles: bool,
+    bf16: Bf16,
     out: &mut Neighbors,
 ) {
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
+    let mu = &stats.mu[..];
     let width = dim + 1;
     let group = query_group(width);
-    let tiles = tiles && T::from_tiles(&[]).is_some();
-    let shrink = 1.0 - slack::<T>(dim) - if tiles { amx::SLACK } else { 0.0 };
-    let mut tiles = tiles.then(|| Tiles::new(dim, group.min(m), TRAIN_BLOCK));
+    let bf16 = if T::from_tiles(&[]).is_some() {
+        bf16
+    } else {
+        Bf16::Never
+    };
+    let shrink = 1.0 - slack::<T>(dim);
+    let mut tiles = (bf16 != Bf16::Never).then(|| Tiles::new(dim, group.min(m), TRAIN_BLOCK));
     let mut scan = Scan {
         train,
         ids,
@@ -460,13 +479,26 @@ fn prefilter<T: Lane>(
         }
         scan.limits.fill(f64::INFINITY);
         scan.thr.fill(T::from_f64(f64::INFINITY));
+        scan.shrink = shrink;
         seeding.run(&mut scan, queries, q0, qn, (&qpack, group));
+        let on_tiles = match bf16 {
+            Bf16::Never => false,
+            Bf16::WhereItPays => tiles_pay(&scan, qn, stats.train_mean_sq),
+            #[cfg(test)]
+            Bf16::Always => true,
+        };
+        if on_tiles {
+            scan.shrink = shrink - amx::SLACK;
+            for i in 0..qn {
+                scan.tighten(i);
+            }
+        }
 
         for t0 in (seed..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
-            if let Some(tiles) = &mut tiles {
+            if let Some(tiles) = tiles.as_mut().filter(|_| on_tiles) {
                 for j in 0..tn {
-                    tiles.pack_train(j, train.row(t0 + j), mu, shrink);
+                    tiles.pack_train(j, train.row(t0 + j), mu, scan.shrink);
                 }
                 for i0 in (0..qn).step_by(amx::STRIP) {
                     let stride = tiles.stride();
@@ -502,6 +534,39 @@ fn prefilter<T: Lane>(
             out.store(q0 + i, top);
         }
     }
+}
+
+/// Whether a call's products may come from AMX tiles in bf16.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Bf16 {
+    Never,
+    /// Per query group, where [`tiles_pay`] says so.
+    WhereItPays,
+    /// Every group: how the tests reach the tiles on any data.
+    #[cfg(test)]
+    Always,
+}
+
+/// The most of a query's k-th squared distance that the bf16 margin may
+/// take for tiles to pay. The margin lets through every row within
+/// `amx::SLACK (|x'|^2 + |y'|^2)` of the k-th squared distance, each costing
+/// an exact distance: uniform d = 32, 1M rows (margin ~2% of it: 0.064 of
+/// 2.93) took 1.35x the exact distances of f32 products and ran 1.7x
+/// faster; King County's last 906 rows after the seed (d = 18, ~9%: 0.33 of
+/// 3.6) ran 1.1x slower on tiles.
+const TILE_MARGIN_SHARE: f64 = 0.05;
+
+/// Whether most of a seeded query group's margins stay within
+/// [`TILE_MARGIN_SHARE`] of their k-th squared distances (judged with the
+/// mean training norm). Speed only: either way every row is offered or
+/// provably out.
+fn tiles_pay<T: Lane>(scan: &Scan<T>, qn: usize, train_mean_sq: f64) -> bool {
+    let narrow = (0..qn)
+        .filter(|&i| {
+            amx::SLACK * (scan.qnorm[i] + train_mean_sq) <= TILE_MARGIN_SHARE * scan.limits[i]
+        })
+        .count();
+    2 * narrow > qn
 }
 
 /// A query group's running top k and the thresholds derived from them.
@@ -1039,19 +1104,29 @@ mod tests {
             .map(|x| value(x / dim * 31 + 5, x % dim))
             .collect();
         let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
-        let mu = column_means(tp);
+        let stats = Brute::new(tp);
+        let tiles = tiles_if_available();
         for k in [1, 10, 100] {
             let want = sort_everything(tp, qp, k);
             for seed in [0, k, k + 1, 130, n - 1, n] {
-                for tiles in [false, amx::available()] {
+                for bf16 in [Bf16::Never, tiles] {
                     let mut got = Neighbors::for_call(tp, qp, k);
-                    prefilter::<f32>(tp, None, qp, &mu, seed, tiles, &mut got);
-                    assert_eq!(got, want, "f32, k = {k}, seed = {seed}, tiles {tiles}");
+                    prefilter::<f32>(tp, None, qp, &stats, seed, bf16, &mut got);
+                    assert_eq!(got, want, "f32, k = {k}, seed = {seed}, {bf16:?}");
                 }
                 let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f64>(tp, None, qp, &mu, seed, false, &mut got);
+                prefilter::<f64>(tp, None, qp, &stats, seed, Bf16::Never, &mut got);
                 assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
             }
+        }
+    }
+
+    /// Products on tiles for every group where the CPU has them, else the GEMM.
+    fn tiles_if_available() -> Bf16 {
+        if amx::available() {
+            Bf16::Always
+        } else {
+            Bf16::Never
         }
     }
 
@@ -1086,15 +1161,16 @@ mod tests {
             let train: Vec<f64> = (0..n * dim).map(value).collect();
             let queries: Vec<f64> = (0..m * dim).map(|x| value(x * 31 + 5)).collect();
             let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
-            let (mu, want) = (column_means(tp), sort_everything(tp, qp, k));
+            let (stats, want) = (Brute::new(tp), sort_everything(tp, qp, k));
+            let tiles = tiles_if_available();
             for seed in [0, 2 * k] {
-                for tiles in [false, amx::available()] {
+                for bf16 in [Bf16::Never, tiles] {
                     let mut got = Neighbors::for_call(tp, qp, k);
-                    prefilter::<f32>(tp, None, qp, &mu, seed, tiles, &mut got);
-                    assert_eq!(got, want, "f32, d = {dim}, seed = {seed}, tiles {tiles}");
+                    prefilter::<f32>(tp, None, qp, &stats, seed, bf16, &mut got);
+                    assert_eq!(got, want, "f32, d = {dim}, seed = {seed}, {bf16:?}");
                 }
                 let mut got = Neighbors::for_call(tp, qp, k);
-                prefilter::<f64>(tp, None, qp, &mu, seed, false, &mut got);
+                prefilter::<f64>(tp, None, qp, &stats, seed, Bf16::Never, &mut got);
                 assert_eq!(got, want, "f64, d = {dim}, seed = {seed}");
             }
         }
