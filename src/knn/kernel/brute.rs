@@ -512,7 +512,9 @@ fn prefilter<T: Lane>(
         seeding.run(&mut scan, queries, q0, qn, (&qpack, group));
         let on_tiles = match bf16 {
             Bf16::Never => false,
-            Bf16::WhereItPays => tiles_pay(&scan, qn, stats.train_mean_sq),
+            Bf16::WhereItPays => {
+                tiles_pay(&scan.qnorm[..qn], &scan.limits[..qn], stats.train_mean_sq)
+            }
             #[cfg(test)]
             Bf16::Always => true,
         };
@@ -589,13 +591,13 @@ const TILE_MARGIN_SHARE: f64 = 0.05;
 /// [`TILE_MARGIN_SHARE`] of their k-th squared distances (judged with the
 /// mean training norm). Speed only: either way every row is offered or
 /// provably out.
-fn tiles_pay<T: Lane>(scan: &Scan<T>, qn: usize, train_mean_sq: f64) -> bool {
-    let narrow = (0..qn)
-        .filter(|&i| {
-            amx::SLACK * (scan.qnorm[i] + train_mean_sq) <= TILE_MARGIN_SHARE * scan.limits[i]
-        })
+fn tiles_pay(qnorm: &[f64], limits: &[f64], train_mean_sq: f64) -> bool {
+    let narrow = qnorm
+        .iter()
+        .zip(limits)
+        .filter(|&(q, l)| amx::SLACK * (q + train_mean_sq) <= TILE_MARGIN_SHARE * l)
         .count();
-    2 * narrow > qn
+    2 * narrow > qnorm.len()
 }
 
 /// A query group's running top k and the thresholds derived from them.
@@ -1164,6 +1166,26 @@ mod tests {
                 assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
             }
         }
+    }
+
+    /// The group decisions quoted at [`TILE_MARGIN_SHARE`]: uniform d = 32
+    /// (centered squared norms 2.67, seeded limits 2.93) takes tiles, King
+    /// County's (18, 3.6) keeps f32, and a group takes them only when most of
+    /// its queries would.
+    #[test]
+    fn tiles_go_where_the_margin_is_narrow() {
+        assert!(tiles_pay(&[2.67; 4], &[2.93; 4], 2.67));
+        assert!(!tiles_pay(&[18.0; 4], &[3.6; 4], 18.0));
+        assert!(!tiles_pay(
+            &[2.67, 2.67, 18.0, 18.0],
+            &[2.93, 2.93, 3.6, 3.6],
+            2.67
+        ));
+        assert!(tiles_pay(
+            &[2.67, 2.67, 2.67, 18.0],
+            &[2.93, 2.93, 2.93, 3.6],
+            2.67
+        ));
     }
 
     /// The first `seed` rows packed to seed `T`'s prefilter.
