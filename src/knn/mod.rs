@@ -5,8 +5,9 @@
 //! models, built for the broadcast-and-predict workflow:
 //! - **exact**: the neighbours are those of sorting all distances, ties at the k-th
 //!   distance going to the lower training row; fast paths (brute force prefiltered by
-//!   an f32 GEMM with a proven error margin, k-d tree, ball tree) re-check candidates
-//!   in f64 so rounding never changes the answer;
+//!   an f32 GEMM, or bf16 products on Intel AMX tiles where the CPU has them, with a
+//!   proven error margin; k-d tree; ball tree) re-check candidates in f64 so rounding
+//!   never changes the answer;
 //! - **deterministic**: a row's prediction does not depend on which partition or
 //!   thread computed it;
 //! - **self-contained**: a model owns its training data (one copy: with the k-d tree
