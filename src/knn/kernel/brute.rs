@@ -1143,27 +1143,17 @@ mod tests {
             .collect();
         let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
         let stats = Brute::new(tp);
-        let tiles = tiles_if_available();
         for k in [1, 10, 100] {
             let want = sort_everything(tp, qp, k);
             for seed in [0, k, k + 1, 130, n - 1, n] {
-                for bf16 in [Bf16::Never, tiles] {
-                    let mut got = Neighbors::for_call(tp, qp, k);
-                    prefilter(
-                        tp,
-                        None,
-                        qp,
-                        &stats,
-                        &packed::<f32>(tp, &stats, seed),
-                        bf16,
-                        &mut got,
-                    );
-                    assert_eq!(got, want, "f32, k = {k}, seed = {seed}, {bf16:?}");
-                }
-                let mut got = Neighbors::for_call(tp, qp, k);
-                let seeds = packed::<f64>(tp, &stats, seed);
-                prefilter(tp, None, qp, &stats, &seeds, Bf16::Never, &mut got);
-                assert_eq!(got, want, "f64, k = {k}, seed = {seed}");
+                every_prefilter(
+                    tp,
+                    qp,
+                    &stats,
+                    seed,
+                    &want,
+                    &format!("k = {k}, seed = {seed}"),
+                );
             }
         }
     }
@@ -1193,13 +1183,46 @@ mod tests {
         seed_pack(tp, &stats.mu, 1.0 - slack::<T>(tp.dim), seed)
     }
 
-    /// Products on tiles for every group where the CPU has them, else the GEMM.
-    fn tiles_if_available() -> Bf16 {
-        if amx::available() {
+    /// The prefilter seeded from `seed` rows gives `want` in f32 with the
+    /// GEMM, in f32 on tiles for every group (where the CPU has them), and
+    /// in f64.
+    fn every_prefilter(
+        tp: Points,
+        qp: Points,
+        stats: &Brute,
+        seed: usize,
+        want: &Neighbors,
+        what: &str,
+    ) {
+        let tiles = if amx::available() {
             Bf16::Always
         } else {
             Bf16::Never
+        };
+        for bf16 in [Bf16::Never, tiles] {
+            let mut got = Neighbors::for_call(tp, qp, want.k);
+            prefilter(
+                tp,
+                None,
+                qp,
+                stats,
+                &packed::<f32>(tp, stats, seed),
+                bf16,
+                &mut got,
+            );
+            assert_eq!(&got, want, "f32, {what}, {bf16:?}");
         }
+        let mut got = Neighbors::for_call(tp, qp, want.k);
+        prefilter(
+            tp,
+            None,
+            qp,
+            stats,
+            &packed::<f64>(tp, stats, seed),
+            Bf16::Never,
+            &mut got,
+        );
+        assert_eq!(&got, want, "f64, {what}");
     }
 
     /// The Euclidean k nearest of every query by sorting all training rows.
@@ -1234,25 +1257,15 @@ mod tests {
             let queries: Vec<f64> = (0..m * dim).map(|x| value(x * 31 + 5)).collect();
             let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
             let (stats, want) = (Brute::new(tp), sort_everything(tp, qp, k));
-            let tiles = tiles_if_available();
             for seed in [0, 2 * k] {
-                for bf16 in [Bf16::Never, tiles] {
-                    let mut got = Neighbors::for_call(tp, qp, k);
-                    prefilter(
-                        tp,
-                        None,
-                        qp,
-                        &stats,
-                        &packed::<f32>(tp, &stats, seed),
-                        bf16,
-                        &mut got,
-                    );
-                    assert_eq!(got, want, "f32, d = {dim}, seed = {seed}, {bf16:?}");
-                }
-                let mut got = Neighbors::for_call(tp, qp, k);
-                let seeds = packed::<f64>(tp, &stats, seed);
-                prefilter(tp, None, qp, &stats, &seeds, Bf16::Never, &mut got);
-                assert_eq!(got, want, "f64, d = {dim}, seed = {seed}");
+                every_prefilter(
+                    tp,
+                    qp,
+                    &stats,
+                    seed,
+                    &want,
+                    &format!("d = {dim}, seed = {seed}"),
+                );
             }
         }
     }
