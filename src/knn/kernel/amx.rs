@@ -48,50 +48,36 @@ pub(crate) fn available() -> bool {
     *AVAILABLE.get_or_init(|| std::env::var("SPARKBOOK_AMX").as_deref() != Ok("0") && imp::enable())
 }
 
-/// bf16 copies of a query group and a training block, and their products.
-pub(crate) struct Tiles {
+/// Training rows in bf16, laid out as a tile's right operand, each with the
+/// value its products start from.
+#[derive(Clone, Debug)]
+pub(crate) struct Rows {
     /// Values per row, `dim` padded to whole tiles.
     kp: usize,
-    /// Queries, row-major, `kp` bf16 per row, rows padded to a whole strip.
-    queries: Vec<u16>,
-    /// Training rows in the tiles' pair layout (see [`Tiles::pack_train`]).
+    /// The rows in the tiles' pair layout (see [`Rows::pack`]).
     train: Vec<u16>,
-    /// Per training row, the value its products start from.
     init: Vec<f32>,
-    /// One strip's products, [`STRIP`] rows of `cols` f32.
-    prod: Vec<f32>,
-    cols: usize,
 }
 
-impl Tiles {
-    pub(crate) fn new(dim: usize, queries: usize, train: usize) -> Tiles {
+impl Rows {
+    /// Room for `rows` rows of `dim` values.
+    pub(crate) fn new(dim: usize, rows: usize) -> Rows {
         let kp = dim.div_ceil(K_TILE) * K_TILE;
-        let cols = train.div_ceil(STRIP) * STRIP;
-        Tiles {
+        let cols = rows.div_ceil(STRIP) * STRIP;
+        Rows {
             kp,
-            queries: vec![0; queries.div_ceil(STRIP) * STRIP * kp],
             train: vec![0; cols * kp],
             init: vec![0.0; cols],
-            prod: vec![0.0; STRIP * cols],
-            cols,
         }
     }
 
-    /// Query `i`'s values, `value(t)` for `t < dim`, as bf16.
-    pub(crate) fn pack_query(&mut self, i: usize, dim: usize, value: impl Fn(usize) -> f32) {
-        let row = &mut self.queries[i * self.kp..(i + 1) * self.kp];
-        for (t, v) in row[..dim].iter_mut().enumerate() {
-            *v = bf16(value(t));
-        }
-    }
-
-    /// Training row `j`, `x`, as the f32 prefilter takes it (`fl(x - mu)`,
-    /// rounded to f32), then to bf16, and its products' start
-    /// `shrink * fl|x - mu|^2`, rounded to f32: the quantities
-    /// `brute::prefilter`'s bound is stated for. A tile's right operand holds,
-    /// for 16 training rows, each pair of consecutive values side by side: row
-    /// `r` of the tile is values `2r, 2r + 1` of rows `0..16`.
-    pub(crate) fn pack_train(&mut self, j: usize, x: &[f64], mu: &[f64], shrink: f64) {
+    /// Row `j`, `x`, as the f32 prefilter takes it (`fl(x - mu)`, rounded
+    /// to f32), then to bf16, and its products' start `shrink * fl|x - mu|^2`,
+    /// rounded to f32: the quantities `brute::prefilter`'s bound is stated
+    /// for. A tile's right operand holds, for 16 training rows, each pair of
+    /// consecutive values side by side: row `r` of the tile is values
+    /// `2r, 2r + 1` of rows `0..16`.
+    pub(crate) fn pack(&mut self, j: usize, x: &[f64], mu: &[f64], shrink: f64) {
         let (tile, col) = (j / EDGE, j % EDGE);
         let base = tile * EDGE * self.kp + 2 * col;
         let mut sq = 0.0;
@@ -104,34 +90,78 @@ impl Tiles {
         self.init[j] = (shrink * sq) as f32;
     }
 
-    /// The products of queries `i0..i0 + STRIP` with the first `n` training
-    /// rows packed: row `b` of the result holds query `i0 + b`'s, `n` values
-    /// (then padding) per row of [`Tiles::stride`].
-    pub(crate) fn products(&mut self, i0: usize, n: usize) -> &[f32] {
+    /// Rows room was made for, to a whole strip.
+    fn cols(&self) -> usize {
+        self.init.len()
+    }
+}
+
+/// bf16 copies of a query group, and one strip's products with [`Rows`].
+pub(crate) struct Tiles {
+    kp: usize,
+    /// Queries, row-major, `kp` bf16 per row, rows padded to a whole strip.
+    queries: Vec<u16>,
+    /// One strip's products, [`STRIP`] rows of up to `cols` f32.
+    prod: Vec<f32>,
+    cols: usize,
+}
+
+impl Tiles {
+    /// Room for `queries` queries of `dim` values, and products with up to
+    /// `train` rows at a time.
+    pub(crate) fn new(dim: usize, queries: usize, train: usize) -> Tiles {
+        let kp = dim.div_ceil(K_TILE) * K_TILE;
+        let cols = train.div_ceil(STRIP) * STRIP;
+        Tiles {
+            kp,
+            queries: vec![0; queries.div_ceil(STRIP) * STRIP * kp],
+            prod: vec![0.0; STRIP * (cols + EDGE)],
+            cols,
+        }
+    }
+
+    /// Query `i`'s values, `value(t)` for `t < dim`, as bf16.
+    pub(crate) fn pack_query(&mut self, i: usize, dim: usize, value: impl Fn(usize) -> f32) {
+        let row = &mut self.queries[i * self.kp..(i + 1) * self.kp];
+        for (t, v) in row[..dim].iter_mut().enumerate() {
+            *v = bf16(value(t));
+        }
+    }
+
+    /// The products of queries `i0..i0 + STRIP` with rows `j0..j0 + n` of
+    /// `rows` (`j0` on a whole strip): row `b` of the result holds query
+    /// `i0 + b`'s, `n` values (then padding) per row of the stride returned,
+    /// `n` to a whole strip.
+    pub(crate) fn products(
+        &mut self,
+        rows: &Rows,
+        i0: usize,
+        (j0, n): (usize, usize),
+    ) -> (&[f32], usize) {
         assert!(i0 % STRIP == 0 && (i0 + STRIP) * self.kp <= self.queries.len());
+        assert_eq!(rows.kp, self.kp, "Tiles::products: rows of another width");
         let cols = n.div_ceil(STRIP) * STRIP;
-        assert!(cols <= self.cols);
+        assert!(j0 % STRIP == 0 && cols <= self.cols && j0 + cols <= rows.cols());
+        // One tile row (64 bytes) more than the products: at a pitch of 4
+        // KiB, a tile's 16 rows all fell into one L1 set.
+        let pitch = cols + EDGE;
         // SAFETY: `available()` returned true before any `Tiles` was filled
         // (brute force checks it), and the reads and writes stay inside the
-        // buffers: STRIP query rows from `i0`, `cols` training rows, a
-        // `STRIP x cols` result with stride `self.cols`.
+        // buffers: STRIP query rows from `i0`, `cols` training rows from `j0`
+        // (whole tiles of `EDGE` rows), a `STRIP x cols` result with stride
+        // `pitch`.
         unsafe {
             imp::strip(
                 self.queries[i0 * self.kp..].as_ptr(),
                 self.kp,
-                self.train.as_ptr(),
-                self.init.as_ptr(),
+                rows.train[j0 * self.kp..].as_ptr(),
+                rows.init[j0..].as_ptr(),
                 cols,
                 self.prod.as_mut_ptr(),
-                self.cols,
+                pitch,
             );
         }
-        &self.prod
-    }
-
-    /// Values between the starts of two result rows.
-    pub(crate) fn stride(&self) -> usize {
-        self.cols
+        (&self.prod[..STRIP * pitch], pitch)
     }
 }
 
@@ -296,6 +326,7 @@ mod tests {
                 .map(|_| rng.unit() as f32 * 4.0 - 2.0)
                 .collect();
             let mut tiles = Tiles::new(dim, m, n);
+            let mut rows = Rows::new(dim, n);
             for i in 0..m {
                 tiles.pack_query(i, dim, |x| q[i * dim + x]);
             }
@@ -310,12 +341,11 @@ mod tests {
                 let shrink = 0.5 + j as f64 * 0.01;
                 let sq = row.iter().fold(0.0, |a, v| a + v * v);
                 start.push(f64::from((shrink * sq) as f32));
-                tiles.pack_train(j, &row, &zero, shrink);
+                rows.pack(j, &row, &zero, shrink);
             }
             let wide = |v: f32| f64::from(f32::from_bits(u32::from(bf16(v)) << 16));
             for i0 in (0..m).step_by(STRIP) {
-                let stride = tiles.stride();
-                let prod = tiles.products(i0, n).to_vec();
+                let (prod, stride) = tiles.products(&rows, i0, (0, n));
                 for b in 0..STRIP.min(m - i0) {
                     for j in 0..n {
                         let (i, mut sum, mut size) = (i0 + b, start[j], start[j]);

@@ -9,11 +9,14 @@
 
 use std::sync::OnceLock;
 
-use super::amx::{self, Tiles};
+use super::amx::{self, Rows, Tiles};
 use super::metric::{
     CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance, fold4,
 };
 use super::select::{Neighbors, TopK};
+use seed::{SeedRows, SeedTiles, Seeding};
+
+mod seed;
 
 /// Queries per GEMM block (and per block of the direct loops). With
 /// [`TRAIN_BLOCK`] this makes a product of 512 KiB (f32) that stays in L2
@@ -35,17 +38,6 @@ fn query_group(width: usize) -> usize {
 }
 /// Training rows per GEMM block.
 const TRAIN_BLOCK: usize = 256;
-/// Training rows that seed each query's top k at once (see [`prefilter`]):
-/// past a few thousand the saving flattens (`k ln(n / seed)` pushes are left),
-/// while the packed rows and the seed products must stay in cache.
-const SEED_ROWS: usize = 16 * 1024;
-/// Bytes the packed seed rows may take: wide rows seed from fewer of them.
-const SEED_BYTES: usize = 2 << 20;
-/// Queries whose seed products are taken in one GEMM: `SEED_QUERIES x SEED_ROWS`
-/// f32 values fill 1 MiB, about the L2 cache of one core.
-const SEED_QUERIES: usize = 16;
-/// Products sampled per query to guess the k-th smallest.
-const SEED_SAMPLE: usize = 512;
 /// Training block size, in bytes, for the direct (non-GEMM) loops: the block
 /// stays in L1/L2 while every query of the query block sweeps it.
 const DIRECT_BLOCK_BYTES: usize = 32 * 1024;
@@ -61,12 +53,13 @@ pub(crate) struct Brute {
     /// The mean centered squared norm: with a query's, the scale of the
     /// margin a bf16 product needs (see [`tiles_pay`]).
     train_mean_sq: f64,
-    /// The seed rows packed for each precision's GEMM (see [`seed_pack`]), on
-    /// first use: a call per partition would otherwise pack them again. King
-    /// County in 64 partitions (16 threads' split, run on 2 cores): 0.152 ->
-    /// 0.099 s.
-    seeds32: OnceLock<Vec<f32>>,
-    seeds64: OnceLock<Vec<f64>>,
+    /// The seed rows packed for each precision (see [`SeedRows`]), and as
+    /// bf16 tiles, on first use: a call per partition would otherwise pack
+    /// them again. King County in 64 partitions (16 threads' split, run on 2
+    /// cores): 0.152 -> 0.099 s.
+    seeds32: OnceLock<SeedRows<f32>>,
+    seeds64: OnceLock<SeedRows<f64>>,
+    seeds16: OnceLock<SeedTiles>,
 }
 
 impl Brute {
@@ -79,6 +72,7 @@ impl Brute {
             train_mean_sq,
             seeds32: OnceLock::new(),
             seeds64: OnceLock::new(),
+            seeds16: OnceLock::new(),
         }
     }
 
@@ -141,11 +135,12 @@ impl Brute {
                 } else {
                     Bf16::Never
                 };
-                prefilter::<f32>(train, ids, queries, self, seed, bf16, out);
+                let tiles = (bf16 != Bf16::Never).then(|| self.seed_tiles(train));
+                prefilter::<f32>(train, ids, queries, self, (seed, tiles), bf16, out);
             }
             Some(Precision::F64) => {
                 let seed = self.seeds::<f64>(train);
-                prefilter::<f64>(train, ids, queries, self, seed, Bf16::Never, out);
+                prefilter::<f64>(train, ids, queries, self, (seed, None), Bf16::Never, out);
             }
             None => return false,
         }
@@ -155,21 +150,16 @@ impl Brute {
 
 impl Brute {
     /// The packed seed rows for `T`'s prefilter.
-    fn seeds<T: Lane>(&self, train: Points) -> &[T] {
-        T::seeds(self).get_or_init(|| {
-            let rows = seed_rows::<T>(train.rows, train.dim);
-            seed_pack(train, &self.mu, 1.0 - slack::<T>(train.dim), rows)
-        })
+    fn seeds<T: Lane>(&self, train: Points) -> &SeedRows<T> {
+        T::seeds(self).get_or_init(|| SeedRows::new(train, &self.mu))
+    }
+
+    /// The f32 seed rows as bf16 tiles.
+    fn seed_tiles(&self, train: Points) -> &SeedTiles {
+        self.seeds16.get_or_init(|| SeedTiles::new(train, &self.mu))
     }
 }
 
-/// How many of `rows` training rows of `dim` values seed the top k.
-fn seed_rows<T>(rows: usize, dim: usize) -> usize {
-    let fit = SEED_BYTES / ((dim + 1) * std::mem::size_of::<T>());
-    rows.min(SEED_ROWS).min(fit)
-}
-
-/// Exact brute force in one call, its training statistics computed on the spot.
 #[cfg(test)]
 pub(crate) fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
     Brute::new(train).knn(train, None, queries, k, metric)
@@ -223,8 +213,9 @@ trait Lane: Copy + PartialOrd + Default {
     /// Absolute error a subnormal product or sum can add, per term.
     const TINY: f64;
     fn from_f64(v: f64) -> Self;
-    /// An integer that orders as the value's f32 rounding (`total_cmp`), for
-    /// selecting among products with integer compares.
+    /// An integer that orders as the value's f32 rounding compares (`-0`
+    /// as `+0`; NaN never arises), for selecting among products with
+    /// integer compares: `a <= b` implies `a.order_key() <= b.order_key()`.
     fn order_key(self) -> u32;
     /// [`at_most`] of a full chunk.
     fn at_most_64(chunk: &[Self; 64], t: Self) -> u64 {
@@ -247,7 +238,7 @@ trait Lane: Copy + PartialOrd + Default {
     fn from_tiles(v: &[f32]) -> Option<&[Self]>;
     fn to_f32(self) -> f32;
     /// Where a [`Brute`] keeps the seed rows packed in this type.
-    fn seeds(brute: &Brute) -> &OnceLock<Vec<Self>>;
+    fn seeds(brute: &Brute) -> &OnceLock<SeedRows<Self>>;
 }
 
 /// The signature matrixmultiply's `sgemm` and `dgemm` share.
@@ -282,7 +273,7 @@ impl Lane for f64 {
     fn to_f32(self) -> f32 {
         self as f32
     }
-    fn seeds(brute: &Brute) -> &OnceLock<Vec<f64>> {
+    fn seeds(brute: &Brute) -> &OnceLock<SeedRows<f64>> {
         &brute.seeds64
     }
     fn order_key(self) -> u32 {
@@ -317,11 +308,11 @@ impl Lane for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    fn seeds(brute: &Brute) -> &OnceLock<Vec<f32>> {
+    fn seeds(brute: &Brute) -> &OnceLock<SeedRows<f32>> {
         &brute.seeds32
     }
     fn order_key(self) -> u32 {
-        let b = self.to_bits();
+        let b = (self + 0.0).to_bits(); // -0 + 0 = +0
         if b & (1 << 31) != 0 {
             !b
         } else {
@@ -447,21 +438,23 @@ fn centered_sq(p: Points, mu: &[f64]) -> (f64, f64) {
 /// 85% of the time, against 7% for the GEMM). The first `seed` rows are
 /// instead taken all at once: the k rows with the smallest products become
 /// the query's first top k, whose exact k-th distance is then nearly the final
-/// one, and a second look at the same products lets through only the rows
-/// that might still beat it. Which k rows seed the heap is a matter of speed
-/// alone: every row is either pushed or skipped by the bound above.
+/// one, and only the rows whose products might still beat it are offered
+/// (see [`seed`]). Which k rows seed the heap is a matter of speed alone:
+/// every row is either pushed or skipped by the bound above.
 ///
 /// # Products on AMX tiles
-/// Where `bf16` allows (f32 only), a query group's products after the seed
-/// come from bf16 copies of the packed values (see [`amx`]), the margin
-/// widened by [`amx::SLACK`]: the group's thresholds are derived again
-/// with it before the first tile product.
+/// Where `bf16` allows (f32 only), products may come from bf16 copies of
+/// the packed values (see [`amx`]), the margin widened by [`amx::SLACK`]:
+/// the seed's after a group's first batch where [`SEED_TILE_MARGIN_SHARE`]
+/// says so, and a group's products after the seed where
+/// [`TILE_MARGIN_SHARE`] does. Thresholds are derived again whenever the
+/// margin changes.
 fn prefilter<T: Lane>(
     train: Points,
     ids: Option<&[u32]>,
     queries: Points,
     stats: &Brute,
-    seeds: &[T],
+    (seeds, seed_tiles): (&SeedRows<T>, Option<&SeedTiles>),
     bf16: Bf16,
     out: &mut Neighbors,
 ) {
@@ -475,7 +468,15 @@ fn prefilter<T: Lane>(
         Bf16::Never
     };
     let shrink = 1.0 - slack::<T>(dim);
-    let mut tiles = (bf16 != Bf16::Never).then(|| Tiles::new(dim, group.min(m), TRAIN_BLOCK));
+    let mut seeding = Seeding::new(out.k, seeds, seed_tiles.filter(|_| bf16 != Bf16::Never));
+    let seed = seeding.rows();
+    let mut tiles = (bf16 != Bf16::Never).then(|| {
+        let cols = TRAIN_BLOCK.max(seed::CHUNK);
+        (
+            Tiles::new(dim, group.min(m), cols),
+            Rows::new(dim, TRAIN_BLOCK),
+        )
+    });
     let mut scan = Scan {
         train,
         ids,
@@ -487,9 +488,6 @@ fn prefilter<T: Lane>(
         shrink,
         tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
     };
-    let seed = seeds.len() / width;
-    let seed = if seed >= out.k { seed } else { 0 };
-    let mut seeding = Seeding::new(&seeds[..seed * width], seed, out.k);
 
     let mut qpack = vec![T::default(); group * width];
     let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
@@ -501,7 +499,7 @@ fn prefilter<T: Lane>(
             scan.qnorm[i] = pack_row(queries.row(q0 + i), mu, &mut qpack[i..], group, -2.0);
             qpack[dim * group + i] = T::from_f64(1.0);
         }
-        if let Some(tiles) = &mut tiles {
+        if let Some((tiles, _)) = &mut tiles {
             for i in 0..qn {
                 tiles.pack_query(i, dim, |t| qpack[t * group + i].to_f32());
             }
@@ -509,32 +507,55 @@ fn prefilter<T: Lane>(
         scan.limits.fill(f64::INFINITY);
         scan.thr.fill(T::from_f64(f64::INFINITY));
         scan.shrink = shrink;
-        seeding.run(&mut scan, queries, q0, qn, (&qpack, group));
-        let on_tiles = match bf16 {
+        let seed_tiles = tiles
+            .as_mut()
+            .map(|(tiles, _)| (tiles, shrink - amx::SLACK));
+        let pays = |scan: &Scan<T>, n: usize| match bf16 {
             Bf16::Never => false,
             Bf16::WhereItPays => {
-                tiles_pay(&scan.qnorm[..qn], &scan.limits[..qn], stats.train_mean_sq)
+                let (qnorm, limits) = (&scan.qnorm[..n], &scan.limits[..n]);
+                tiles_pay(qnorm, limits, stats.train_mean_sq, SEED_TILE_MARGIN_SHARE)
             }
+            #[cfg(test)]
+            Bf16::Always => true,
+        };
+        seeding.run(
+            &mut scan,
+            queries,
+            (q0, qn),
+            (&qpack, group),
+            seed_tiles,
+            pays,
+        );
+        let on_tiles = match bf16 {
+            Bf16::Never => false,
+            Bf16::WhereItPays => tiles_pay(
+                &scan.qnorm[..qn],
+                &scan.limits[..qn],
+                stats.train_mean_sq,
+                TILE_MARGIN_SHARE,
+            ),
             #[cfg(test)]
             Bf16::Always => true,
         };
         if on_tiles {
             scan.shrink = shrink - amx::SLACK;
-            for i in 0..qn {
-                scan.tighten(i);
-            }
+        }
+        // The seed may have left thresholds in either margin.
+        for i in 0..qn {
+            scan.tighten(i);
         }
 
         for t0 in (seed..n).step_by(TRAIN_BLOCK) {
             let tn = TRAIN_BLOCK.min(n - t0);
-            if let Some(tiles) = tiles.as_mut().filter(|_| on_tiles) {
+            if let Some((tiles, rows)) = tiles.as_mut().filter(|_| on_tiles) {
                 for j in 0..tn {
-                    tiles.pack_train(j, train.row(t0 + j), mu, scan.shrink);
+                    rows.pack(j, train.row(t0 + j), mu, scan.shrink);
                 }
                 for i0 in (0..qn).step_by(amx::STRIP) {
-                    let stride = tiles.stride();
+                    let (prod, stride) = tiles.products(rows, i0, (0, tn));
                     // Some: `tiles` is on only for f32.
-                    if let Some(prod) = T::from_tiles(tiles.products(i0, tn)) {
+                    if let Some(prod) = T::from_tiles(prod) {
                         for b in 0..amx::STRIP.min(qn - i0) {
                             let (i, g) = (i0 + b, &prod[b * stride..][..tn]);
                             scan.pass(i, queries.row(q0 + i), g, t0, None);
@@ -587,15 +608,24 @@ enum Bf16 {
 /// 3.6) ran 1.1x slower on tiles.
 const TILE_MARGIN_SHARE: f64 = 0.05;
 
-/// Whether most of a seeded query group's margins stay within
-/// [`TILE_MARGIN_SHARE`] of their k-th squared distances (judged with the
-/// mean training norm). Speed only: either way every row is offered or
-/// provably out.
-fn tiles_pay(qnorm: &[f64], limits: &[f64], train_mean_sq: f64) -> bool {
+/// [`TILE_MARGIN_SHARE`] for the seed's products, judged on a group's first
+/// batch seeded in f32. The seed takes a product with every one of its rows
+/// for every query (16k at most), the tiles' chief saving, while the wider
+/// margin adds only the rows in a thin shell around the k-th distance: King
+/// County (margin ~5% of it) offered 24% more rows and ran 11% faster on
+/// tiles (2 threads, 0.083 -> 0.075 s). 0.25 is a judgement, not a measured
+/// break-even: at a quarter of the k-th distance the shell holds about as
+/// many rows as the top k once the data fill 8 or more dimensions.
+const SEED_TILE_MARGIN_SHARE: f64 = 0.25;
+
+/// Whether most of seeded queries' margins stay within `share` of their
+/// k-th squared distances (judged with the mean training norm). Speed only:
+/// either way every row is offered or provably out.
+fn tiles_pay(qnorm: &[f64], limits: &[f64], train_mean_sq: f64, share: f64) -> bool {
     let narrow = qnorm
         .iter()
         .zip(limits)
-        .filter(|&(q, l)| amx::SLACK * (q + train_mean_sq) <= TILE_MARGIN_SHARE * l)
+        .filter(|&(q, l)| amx::SLACK * (q + train_mean_sq) <= share * l)
         .count();
     2 * narrow > qnorm.len()
 }
@@ -847,157 +877,6 @@ mod avx2 {
     }
 }
 
-/// A product and its row in one integer: the product's order first.
-#[inline]
-fn keyed<T: Lane>(v: T, row: usize) -> u64 {
-    u64::from(v.order_key()) << 32 | row as u64
-}
-
-/// The first training rows, packed once per call, and the buffers that seed
-/// each query's top k from them (see [`prefilter`]).
-struct Seeding<'a, T> {
-    rows: usize,
-    pack: &'a [T],
-    prod: Vec<T>,
-    pick: Pick,
-    /// The seeded rows, so the second look does not offer them twice.
-    seeded: Vec<u64>,
-}
-
-/// The first `rows` training rows as the seed's GEMM takes them, feature by
-/// feature (`fl(y - mu)`, then `shrink fl|y - mu|^2`, as in [`prefilter`]).
-fn seed_pack<T: Lane>(train: Points, mu: &[f64], shrink: f64, rows: usize) -> Vec<T> {
-    let dim = train.dim;
-    let mut pack = vec![T::default(); rows * (dim + 1)];
-    for j in 0..rows {
-        let ny = pack_row(train.row(j), mu, &mut pack[j..], rows, 1.0);
-        pack[dim * rows + j] = T::from_f64(shrink * ny);
-    }
-    pack
-}
-
-impl<'a, T: Lane> Seeding<'a, T> {
-    /// `pack`: [`seed_pack`]'s `rows` rows.
-    fn new(pack: &'a [T], rows: usize, k: usize) -> Seeding<'a, T> {
-        Seeding {
-            rows,
-            pack,
-            prod: vec![T::default(); SEED_QUERIES * rows],
-            pick: Pick {
-                k,
-                cand: Vec::with_capacity(rows),
-                sample: Vec::with_capacity(SEED_SAMPLE + 1),
-            },
-            seeded: vec![0; rows.div_ceil(64)],
-        }
-    }
-
-    /// Seeds queries `q0..q0 + qn`, whose packed form is `qpack` (query `i`'s
-    /// value `t` at `t * stride + i`).
-    fn run(
-        &mut self,
-        scan: &mut Scan<T>,
-        queries: Points,
-        q0: usize,
-        qn: usize,
-        (qpack, stride): (&[T], usize),
-    ) {
-        let s = self.rows;
-        if s == 0 {
-            return;
-        }
-        let width = queries.dim + 1;
-        let k = self.pick.k;
-        for b0 in (0..qn).step_by(SEED_QUERIES) {
-            let bn = SEED_QUERIES.min(qn - b0);
-            gemm(
-                (bn, width, s),
-                (&qpack[b0..], stride),
-                (self.pack, s),
-                &mut self.prod,
-            );
-            for b in 0..bn {
-                let i = b0 + b;
-                let q = queries.row(q0 + i);
-                let g = &self.prod[b * s..(b + 1) * s];
-                let bound = self.pick.choose(g);
-                let (seeds, rest) = self.pick.cand.split_at(k);
-                scan.seed(i, q, seeds);
-                if scan.thr[i] <= bound {
-                    // Every row the threshold lets through was collected.
-                    for &e in rest {
-                        let j = e as u32 as usize;
-                        if g[j] <= scan.thr[i] {
-                            scan.offer(i, q, j);
-                        }
-                    }
-                } else {
-                    for &e in seeds {
-                        let j = e as u32 as usize;
-                        self.seeded[j / 64] |= 1 << (j % 64);
-                    }
-                    scan.pass(i, q, g, 0, Some(&self.seeded));
-                    for &e in seeds {
-                        self.seeded[e as u32 as usize / 64] = 0;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Picks the rows that seed one query.
-struct Pick {
-    k: usize,
-    /// `(order key of the product, row)` of every row whose product is at most
-    /// the bound [`Pick::choose`] returns; the k smallest first.
-    cand: Vec<u64>,
-    /// The same for a strided sample of the rows.
-    sample: Vec<u64>,
-}
-
-impl Pick {
-    /// Collects into `cand` the rows of `g` whose product is at most a bound
-    /// (returned) chosen so that they are about 2k, the k smallest first. The
-    /// bound comes from a strided sample of `g`; it is infinite, taking every
-    /// row, when the sample is too small to say or the guess fell short.
-    fn choose<T: Lane>(&mut self, g: &[T]) -> T {
-        let k = self.k;
-        let stride = (g.len() / SEED_SAMPLE).max(1);
-        let rank = (2 * k).div_ceil(stride) + 4;
-        self.sample.clear();
-        self.sample
-            .extend((0..g.len()).step_by(stride).map(|j| keyed(g[j], j)));
-        self.cand.clear();
-        let mut bound = T::from_f64(f64::INFINITY);
-        if rank < self.sample.len() {
-            let guess = *self.sample.select_nth_unstable(rank).1;
-            bound = g[guess as u32 as usize];
-            self.collect(g, bound);
-        }
-        if self.cand.len() < k {
-            bound = T::from_f64(f64::INFINITY);
-            self.collect(g, bound);
-        }
-        if self.cand.len() > k {
-            self.cand.select_nth_unstable(k - 1);
-        }
-        bound
-    }
-
-    fn collect<T: Lane>(&mut self, g: &[T], t: T) {
-        self.cand.clear();
-        for (c, chunk) in g.chunks(64).enumerate() {
-            let mut bits = at_most::<T, false>(chunk, t);
-            while bits != 0 {
-                let o = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                self.cand.push(keyed(chunk[o], c * 64 + o));
-            }
-        }
-    }
-}
-
 /// Writes `scale * fl(x - mu)` (scale is a power of two, so exact) and
 /// returns `fl|x - mu|^2`, the quantities the error bound is stated for.
 fn pack_row<T: Lane>(x: &[f64], mu: &[f64], dst: &mut [T], stride: usize, scale: f64) -> f64 {
@@ -1158,29 +1037,42 @@ mod tests {
         }
     }
 
+    /// A sample that misleads: the sampled seed rows (every fourth) lie
+    /// near the queries and the rest far, so fewer than k rows fall under
+    /// the sample's bound and the seed must collect every row.
+    #[test]
+    fn a_misleading_sample_gives_the_oracle() {
+        let (n, m, dim, k) = (2048, 20, 3, 100);
+        let value = |x: usize| ((x * 7919 + x / 3 * 104_729) % 1000) as f64 / 1000.0;
+        let train: Vec<f64> = (0..n * dim)
+            .map(|x| value(x) + if x / dim % 4 == 0 { 0.0 } else { 5.0 })
+            .collect();
+        let queries: Vec<f64> = (0..m * dim).map(|x| value(x + 17)).collect();
+        let (tp, qp) = (Points::new(&train, n, dim), Points::new(&queries, m, dim));
+        let stats = Brute::new(tp);
+        let want = sort_everything(tp, qp, k);
+        every_prefilter(tp, qp, &stats, n, &want, "every fourth row near");
+    }
+
     /// The group decisions quoted at [`TILE_MARGIN_SHARE`]: uniform d = 32
     /// (centered squared norms 2.67, seeded limits 2.93) takes tiles, King
     /// County's (18, 3.6) keeps f32, and a group takes them only when most of
     /// its queries would.
     #[test]
     fn tiles_go_where_the_margin_is_narrow() {
-        assert!(tiles_pay(&[2.67; 4], &[2.93; 4], 2.67));
-        assert!(!tiles_pay(&[18.0; 4], &[3.6; 4], 18.0));
-        assert!(!tiles_pay(
+        let pays = |q: &[f64], l: &[f64], t| tiles_pay(q, l, t, TILE_MARGIN_SHARE);
+        assert!(pays(&[2.67; 4], &[2.93; 4], 2.67));
+        assert!(!pays(&[18.0; 4], &[3.6; 4], 18.0));
+        assert!(!pays(
             &[2.67, 2.67, 18.0, 18.0],
             &[2.93, 2.93, 3.6, 3.6],
             2.67
         ));
-        assert!(tiles_pay(
+        assert!(pays(
             &[2.67, 2.67, 2.67, 18.0],
             &[2.93, 2.93, 2.93, 3.6],
             2.67
         ));
-    }
-
-    /// The first `seed` rows packed to seed `T`'s prefilter.
-    fn packed<T: Lane>(tp: Points, stats: &Brute, seed: usize) -> Vec<T> {
-        seed_pack(tp, &stats.mu, 1.0 - slack::<T>(tp.dim), seed)
     }
 
     /// The prefilter seeded from `seed` rows gives `want` in f32 with the
@@ -1201,27 +1093,14 @@ mod tests {
         };
         for bf16 in [Bf16::Never, tiles] {
             let mut got = Neighbors::for_call(tp, qp, want.k);
-            prefilter(
-                tp,
-                None,
-                qp,
-                stats,
-                &packed::<f32>(tp, stats, seed),
-                bf16,
-                &mut got,
-            );
+            let seeds = SeedRows::<f32>::first(tp, &stats.mu, seed);
+            let tiles = SeedTiles::first(tp, &stats.mu, seed);
+            prefilter(tp, None, qp, stats, (&seeds, Some(&tiles)), bf16, &mut got);
             assert_eq!(&got, want, "f32, {what}, {bf16:?}");
         }
         let mut got = Neighbors::for_call(tp, qp, want.k);
-        prefilter(
-            tp,
-            None,
-            qp,
-            stats,
-            &packed::<f64>(tp, stats, seed),
-            Bf16::Never,
-            &mut got,
-        );
+        let seeds = SeedRows::<f64>::first(tp, &stats.mu, seed);
+        prefilter(tp, None, qp, stats, (&seeds, None), Bf16::Never, &mut got);
         assert_eq!(&got, want, "f64, {what}");
     }
 
