@@ -471,7 +471,7 @@ fn prefilter<T: Lane>(
     let mut seeding = Seeding::new(out.k, seeds, seed_tiles.filter(|_| bf16 != Bf16::Never));
     let seed = seeding.rows();
     let mut tiles = (bf16 != Bf16::Never).then(|| {
-        let cols = TRAIN_BLOCK.max(seed::CHUNK);
+        let cols = TRAIN_BLOCK.max(seed::MOST_ROWS);
         (
             Tiles::new(dim, group.min(m), cols),
             Rows::new(dim, TRAIN_BLOCK),

@@ -28,9 +28,17 @@ const MAX_BYTES: usize = 2 << 20;
 const BATCH: usize = amx::STRIP;
 /// Seed rows whose products a batch takes at once: `BATCH x CHUNK` f32 fill
 /// 128 KiB, which stay in L2 while they are collected.
-pub(super) const CHUNK: usize = 1024;
+const CHUNK: usize = 1024;
 /// Products sampled per query to guess its bound.
 const SAMPLE: usize = 512;
+/// The most rows whose products [`Seeding::run`] takes at once: a chunk, or
+/// a sample (fewer than `2 * SAMPLE`).
+pub(super) const MOST_ROWS: usize = max(CHUNK, 2 * SAMPLE);
+
+/// The larger of `a` and `b`, for constants.
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 /// How many of `rows` training rows of `dim` values seed the top k in `T`.
 fn seed_rows<T>(rows: usize, dim: usize) -> usize {
