@@ -942,6 +942,20 @@ mod tests {
             }
         }
 
+        /// Keys order as the values compare (f32; `-0` and `+0` alike), and
+        /// never against them (f64, through its f32 rounding): the seed
+        /// offers a row by its key alone.
+        #[test]
+        fn order_keys_follow_the_compares(a in any::<u64>(), b in any::<u64>(), zeros in any::<bool>()) {
+            let (a, b) = if zeros { (0.0, -0.0) } else { (f64::from_bits(a), f64::from_bits(b)) };
+            prop_assume!(!a.is_nan() && !b.is_nan());
+            let (a32, b32) = (a as f32, b as f32);
+            prop_assert_eq!(a32 <= b32, a32.order_key() <= b32.order_key(), "{} vs {}", a32, b32);
+            if a <= b {
+                prop_assert!(a.order_key() <= b.order_key(), "{} vs {}", a, b);
+            }
+        }
+
         /// The narrowed threshold is the least f32 at or above the f64 one.
         #[test]
         fn at_least_is_the_least_f32_not_below(bits in any::<u64>()) {

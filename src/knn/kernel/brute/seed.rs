@@ -383,3 +383,33 @@ fn collect_with<T: Lane, const AVX2: bool>(cand: &mut Vec<u64>, g: &[T], t: T, j
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample's bound is its `rank`-th least product (ties and zeros of
+    /// both signs included), or infinity where the sample holds no more.
+    #[test]
+    fn the_bound_is_the_ranked_product() {
+        let mut rng = super::super::super::tests::Rng(11);
+        let mut least = BinaryHeap::new();
+        for n in [1, 12, 100, 512] {
+            let g: Vec<f32> = (0..n)
+                .map(|j| match j % 7 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => 1.5,
+                    _ => (rng.unit() * 8.0 - 4.0) as f32,
+                })
+                .collect();
+            let mut sorted = g.clone();
+            sorted.sort_by(f32::total_cmp);
+            for rank in [0, 1, 11, 99, 511] {
+                let got = least_bound(&mut least, &g, rank);
+                let want = sorted.get(rank).copied().unwrap_or(f32::INFINITY);
+                assert_eq!(got, want, "n {n}, rank {rank}");
+            }
+        }
+    }
+}
