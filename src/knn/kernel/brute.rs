@@ -160,6 +160,7 @@ impl Brute {
     }
 }
 
+/// Exact brute force in one call, its training statistics computed on the spot.
 #[cfg(test)]
 pub(crate) fn brute_knn(train: Points, queries: Points, k: usize, metric: Metric) -> Neighbors {
     Brute::new(train).knn(train, None, queries, k, metric)
@@ -489,6 +490,18 @@ fn prefilter<T: Lane>(
         tiny: 4.0 * (dim as f64 + 2.0) * T::TINY,
     };
 
+    // Whether the first `n` queries of a group, seeded, take tile products
+    // under `share`.
+    let pays = |scan: &Scan<T>, n: usize, share: f64| match bf16 {
+        Bf16::Never => false,
+        Bf16::WhereItPays => {
+            let (qnorm, limits) = (&scan.qnorm[..n], &scan.limits[..n]);
+            tiles_pay(qnorm, limits, stats.train_mean_sq, share)
+        }
+        #[cfg(test)]
+        Bf16::Always => true,
+    };
+
     let mut qpack = vec![T::default(); group * width];
     let mut tpack = vec![T::default(); TRAIN_BLOCK * width];
     let mut prod = vec![T::default(); QUERY_BLOCK * TRAIN_BLOCK];
@@ -510,34 +523,15 @@ fn prefilter<T: Lane>(
         let seed_tiles = tiles
             .as_mut()
             .map(|(tiles, _)| (tiles, shrink - amx::SLACK));
-        let pays = |scan: &Scan<T>, n: usize| match bf16 {
-            Bf16::Never => false,
-            Bf16::WhereItPays => {
-                let (qnorm, limits) = (&scan.qnorm[..n], &scan.limits[..n]);
-                tiles_pay(qnorm, limits, stats.train_mean_sq, SEED_TILE_MARGIN_SHARE)
-            }
-            #[cfg(test)]
-            Bf16::Always => true,
-        };
         seeding.run(
             &mut scan,
             queries,
             (q0, qn),
             (&qpack, group),
             seed_tiles,
-            pays,
+            |scan, n| pays(scan, n, SEED_TILE_MARGIN_SHARE),
         );
-        let on_tiles = match bf16 {
-            Bf16::Never => false,
-            Bf16::WhereItPays => tiles_pay(
-                &scan.qnorm[..qn],
-                &scan.limits[..qn],
-                stats.train_mean_sq,
-                TILE_MARGIN_SHARE,
-            ),
-            #[cfg(test)]
-            Bf16::Always => true,
-        };
+        let on_tiles = pays(&scan, qn, TILE_MARGIN_SHARE);
         if on_tiles {
             scan.shrink = shrink - amx::SLACK;
         }

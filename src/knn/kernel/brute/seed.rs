@@ -40,6 +40,11 @@ const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
+/// Every how many seed rows one is sampled, of `rows`.
+fn sample_step(rows: usize) -> usize {
+    (rows / SAMPLE).max(1)
+}
+
 /// How many of `rows` training rows of `dim` values seed the top k in `T`.
 fn seed_rows<T>(rows: usize, dim: usize) -> usize {
     let fit = MAX_BYTES / ((dim + 1) * std::mem::size_of::<T>());
@@ -72,7 +77,7 @@ impl<T: Lane> SeedRows<T> {
     /// The first `rows` rows of `train`.
     pub(super) fn first(train: Points, mu: &[f64], rows: usize) -> SeedRows<T> {
         let shrink = 1.0 - slack::<T>(train.dim);
-        let step = (rows / SAMPLE).max(1);
+        let step = sample_step(rows);
         let pack = |rows: &[usize]| {
             let (n, dim) = (rows.len(), train.dim);
             let mut pack = vec![T::default(); n * (dim + 1)];
@@ -109,7 +114,7 @@ impl SeedTiles {
     /// The first `rows` rows of `train`.
     pub(super) fn first(train: Points, mu: &[f64], rows: usize) -> SeedTiles {
         let shrink = 1.0 - slack::<f32>(train.dim) - amx::SLACK;
-        let step = (rows / SAMPLE).max(1);
+        let step = sample_step(rows);
         let pack = |rows: &[usize]| {
             let mut tiles = Rows::new(train.dim, rows.len());
             for (c, &j) in rows.iter().enumerate() {
@@ -168,6 +173,22 @@ impl<T: Lane> Source<'_, T> {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Source::products`] with every seed row, [`CHUNK`] rows at a time:
+    /// `f(b, j0, g)` for the chunk from row `j0`.
+    fn chunks(
+        &mut self,
+        qpack: (&[T], usize),
+        batch: (usize, usize),
+        rows: usize,
+        buf: &mut [T],
+        mut f: impl FnMut(usize, usize, &[T]),
+    ) {
+        for j0 in (0..rows).step_by(CHUNK) {
+            let chunk = (false, j0, CHUNK.min(rows - j0));
+            self.products(qpack, batch, chunk, buf, |b, g| f(b, j0, g));
         }
     }
 }
@@ -263,12 +284,9 @@ impl<'a, T: Lane> Seeding<'a, T> {
                 bounds[b] = least_bound(least, g, rank);
                 cands[b].clear();
             });
-            for j0 in (0..s).step_by(CHUNK) {
-                let chunk = (false, j0, CHUNK.min(s - j0));
-                src.products(qpack, batch, chunk, buf, |b, g| {
-                    collect(&mut cands[b], g, bounds[b], j0);
-                });
-            }
+            src.chunks(qpack, batch, s, buf, |b, j0, g| {
+                collect(&mut cands[b], g, bounds[b], j0);
+            });
             for b in 0..bn {
                 let i = b0 + b;
                 let q = queries.row(q0 + i);
@@ -276,14 +294,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
                     // The guess fell short: every row is a candidate.
                     bounds[b] = T::from_f64(f64::INFINITY);
                     cands[b].clear();
-                    for j0 in (0..s).step_by(CHUNK) {
-                        let chunk = (false, j0, CHUNK.min(s - j0));
-                        src.products(qpack, batch, chunk, buf, |c, g| {
-                            if c == b {
-                                collect(&mut cands[b], g, bounds[b], j0);
-                            }
-                        });
-                    }
+                    src.chunks(qpack, batch, s, buf, |c, j0, g| {
+                        if c == b {
+                            collect(&mut cands[b], g, bounds[b], j0);
+                        }
+                    });
                 }
                 let cand = &mut cands[b];
                 if cand.len() > k {
@@ -307,14 +322,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
                     let j = e as u32 as usize;
                     seeded[j / 64] |= 1 << (j % 64);
                 }
-                for j0 in (0..s).step_by(CHUNK) {
-                    let chunk = (false, j0, CHUNK.min(s - j0));
-                    src.products(qpack, batch, chunk, buf, |c, g| {
-                        if c == b {
-                            scan.pass(i, q, g, j0, Some(&seeded[j0 / 64..]));
-                        }
-                    });
-                }
+                src.chunks(qpack, batch, s, buf, |c, j0, g| {
+                    if c == b {
+                        scan.pass(i, q, g, j0, Some(&seeded[j0 / 64..]));
+                    }
+                });
                 for &e in first {
                     seeded[e as u32 as usize / 64] = 0;
                 }
