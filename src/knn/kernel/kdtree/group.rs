@@ -1,0 +1,294 @@
+//! Four neighbouring queries searched as one, a query per AVX2 lane.
+//!
+//! Queries are answered in leaf order (see `KdTree::locality_order`), so
+//! consecutive ones visit nearly the same nodes. Searched one at a time, each
+//! query pays for every box bound and every leaf row on its own, and a leaf
+//! row's fold needs a 4 x 4 transpose to fill a vector. Searched four at a
+//! time, one vector operation serves the four: a coordinate of a box or of a
+//! row is broadcast against the four queries' coordinates, which lie in a
+//! vector already. Each lane keeps its own seed, heap and limit, and a node is
+//! entered for the lanes whose bound passes their own limit, so what each
+//! query admits and prunes is decided as in its own search; per lane the
+//! operations are the reference's (`q - x`, square, add, in dimension order,
+//! never fused), so every bit of every answer is the same.
+
+use std::arch::x86_64::*;
+
+use super::{KdTree, LANES, Search};
+use crate::knn::kernel::metric::{Fold, Points};
+use crate::knn::kernel::select::Neighbors;
+
+pub(super) struct Four<'t, F> {
+    tree: &'t KdTree,
+    f: F,
+    /// Each query's own seed, heap and limit.
+    lanes: [Search<'t, F>; LANES],
+    /// The group's queries, dimension-major: `q[LANES * t + j]` is query j's
+    /// coordinate t.
+    q: Vec<f64>,
+    /// Leaf rows folded so far, each once for all lanes.
+    folded: usize,
+}
+
+impl<'t, F: Fold> Four<'t, F> {
+    pub(super) fn new(tree: &'t KdTree, f: F, k: usize) -> Self {
+        Four {
+            tree,
+            f,
+            lanes: std::array::from_fn(|_| Search::new(tree, f, k)),
+            q: vec![0.0; LANES * tree.dim],
+            folded: 0,
+        }
+    }
+
+    /// Training rows scanned so far: the lanes' seeds and the shared leaves.
+    pub(super) fn scanned(&self) -> usize {
+        self.folded + self.lanes.iter().map(|lane| lane.scanned).sum::<usize>()
+    }
+
+    /// Answers `chunk` (one to four of `queries`' rows) into `out`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, and `F` must be the squared Euclidean fold
+    /// (`F::SQUARES`), whose operations the lanes reproduce.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn answer(&mut self, queries: Points, chunk: &[usize], out: &mut Neighbors) {
+        debug_assert!(F::SQUARES && (1..=LANES).contains(&chunk.len()));
+        for (j, lane) in self.lanes.iter_mut().enumerate() {
+            // Idle lanes repeat the last query; their mask bit stays clear.
+            let row = queries.row(chunk[j.min(chunk.len() - 1)]);
+            for (t, &x) in row.iter().enumerate() {
+                self.q[LANES * t + j] = x;
+            }
+            if j < chunk.len() {
+                lane.seed(row);
+            }
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.visit(0, (1 << chunk.len()) - 1) };
+        for (lane, &qi) in self.lanes.iter_mut().zip(chunk) {
+            out.store(qi, &mut lane.top);
+        }
+    }
+
+    /// The lanes' limits, one per lane.
+    #[inline(always)]
+    fn limits(&self) -> __m256d {
+        let l = &self.lanes;
+        // SAFETY: AVX is implied by the AVX2 that every caller holds.
+        unsafe { _mm256_set_pd(l[3].limit, l[2].limit, l[1].limit, l[0].limit) }
+    }
+
+    /// Searches the subtree at `node` for the lanes set in `mask`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn visit(&mut self, node: usize, mut mask: u32) {
+        let tree = self.tree;
+        let n = tree.nodes[node];
+        for (j, lane) in self.lanes.iter().enumerate() {
+            if mask & (1 << j) != 0 && lane.seeded_over(n) {
+                mask &= !(1 << j);
+            }
+        }
+        if mask == 0 {
+            return;
+        }
+        if n.right == 0 {
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.leaf(n.start as usize, n.end as usize, mask) };
+            return;
+        }
+        let (l, r) = (node + 1, n.right as usize);
+        // SAFETY: the caller's promise, passed on.
+        let (bl, br) = unsafe { self.bounds(node) };
+        // Nearer child first, as most of the lanes see it.
+        let right_nearer = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(br, bl)) as u32 & mask;
+        let ((a, ba), (b, bb)) = if 2 * right_nearer.count_ones() > mask.count_ones() {
+            ((r, br), (l, bl))
+        } else {
+            ((l, bl), (r, br))
+        };
+        // A lane enters a child whose bound is not above its limit (bounds are
+        // never NaN), the second child with the limit the first left.
+        let passing = |bound: __m256d, limits: __m256d| {
+            mask & !(_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(bound, limits)) as u32)
+        };
+        let first = passing(ba, self.limits());
+        if first != 0 {
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.visit(a, first) };
+        }
+        let second = passing(bb, self.limits());
+        if second != 0 {
+            // SAFETY: the caller's promise, passed on.
+            unsafe { self.visit(b, second) };
+        }
+    }
+
+    /// Each lane's box bounds of an inner node's two children: `box_fold2`'s
+    /// operations, lane by lane.
+    #[target_feature(enable = "avx2")]
+    unsafe fn bounds(&self, node: usize) -> (__m256d, __m256d) {
+        let tree = self.tree;
+        let dim = tree.dim;
+        let at = tree.nodes[node].kids as usize * 4 * dim;
+        let (lo, hi) = tree.kids[at..at + 4 * dim].split_at(2 * dim);
+        let zero = _mm256_setzero_pd();
+        let term = |x: __m256d, lo: f64, hi: f64| {
+            let below = _mm256_sub_pd(x, _mm256_set1_pd(lo));
+            let above = _mm256_sub_pd(x, _mm256_set1_pd(hi));
+            // `if below < 0 { below } else { 0 }`, and likewise above: a mask
+            // of all ones keeps the value, one of zeros gives +0.
+            let below = _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(below, zero), below);
+            let above = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(above, zero), above);
+            let d = _mm256_add_pd(below, above);
+            _mm256_mul_pd(d, d)
+        };
+        let (mut left, mut right) = (zero, zero);
+        for t in 0..dim {
+            // SAFETY: `q` holds `LANES * dim` values.
+            let x = unsafe { _mm256_loadu_pd(self.q.as_ptr().add(LANES * t)) };
+            left = _mm256_add_pd(left, term(x, lo[2 * t], hi[2 * t]));
+            right = _mm256_add_pd(right, term(x, lo[2 * t + 1], hi[2 * t + 1]));
+        }
+        (left, right)
+    }
+
+    /// Folds the stored rows `start..end` for the lanes in `mask`, offering
+    /// each lane the rows not above its limit.
+    #[target_feature(enable = "avx2")]
+    unsafe fn leaf(&mut self, start: usize, end: usize, mask: u32) {
+        let dim = self.tree.dim;
+        let rows = &self.tree.data[start * dim..end * dim];
+        let ids = &self.tree.ids[start..end];
+        let q = self.q.as_ptr();
+        self.folded += ids.len();
+        let mut limits = self.limits();
+        // Two rows at a time: their chains of dependent additions overlap.
+        let mut at = 0;
+        while at < ids.len() {
+            let pair = at + 1 < ids.len();
+            let a = &rows[at * dim..(at + 1) * dim];
+            let b = if pair {
+                &rows[(at + 1) * dim..(at + 2) * dim]
+            } else {
+                a
+            };
+            let (mut fa, mut fb) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+            for t in 0..dim {
+                // SAFETY: `q` holds `LANES * dim` values.
+                let x = unsafe { _mm256_loadu_pd(q.add(LANES * t)) };
+                let (da, db) = (
+                    _mm256_sub_pd(x, _mm256_set1_pd(a[t])),
+                    _mm256_sub_pd(x, _mm256_set1_pd(b[t])),
+                );
+                fa = _mm256_add_pd(fa, _mm256_mul_pd(da, da));
+                fb = _mm256_add_pd(fb, _mm256_mul_pd(db, db));
+            }
+            let above = |acc| _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(acc, limits)) as u32;
+            let (oa, ob) = (mask & !above(fa), if pair { mask & !above(fb) } else { 0 });
+            if oa | ob != 0 {
+                // SAFETY: the caller's promise, passed on. The first row may
+                // have lowered a limit that the second then passed: its heap
+                // still refuses it.
+                unsafe {
+                    self.offer(fa, oa, ids[at]);
+                    self.offer(fb, ob, if pair { ids[at + 1] } else { 0 });
+                }
+                limits = self.limits();
+            }
+            at += 2;
+        }
+    }
+
+    /// Offers row `id`, at the folds `acc`, to the lanes in `offer`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn offer(&mut self, acc: __m256d, mut offer: u32, id: u32) {
+        if offer == 0 {
+            return;
+        }
+        let (f, dim) = (self.f, self.tree.dim);
+        let mut folds = [0.0; LANES];
+        // SAFETY: `folds` holds four values.
+        unsafe { _mm256_storeu_pd(folds.as_mut_ptr(), acc) };
+        while offer != 0 {
+            let j = offer.trailing_zeros() as usize;
+            offer &= offer - 1;
+            let lane = &mut self.lanes[j];
+            if lane.top.push(f.finish(folds[j]), id) {
+                lane.limit = f.limit(lane.top.kth(), dim);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knn::kernel::brute::brute_knn;
+    use crate::knn::kernel::metric::{Metric, SqEuclid};
+    use proptest::prelude::*;
+
+    /// Small integers (ties, duplicate rows, queries on box faces) and reals.
+    fn matrix(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
+        let v = prop_oneof![3 => (0i32..3).prop_map(f64::from), 1 => 0.0f64..3.0];
+        prop::collection::vec(v, rows * dim)
+    }
+
+    proptest! {
+        /// Every lane's bounds are the one-query search's, bit for bit, at
+        /// every inner node: a bound that came out higher could prune a row
+        /// the oracle keeps.
+        #[test]
+        fn lane_bounds_are_the_searchs(
+            (rows, dim, train, queries) in (2usize..120, 1usize..8)
+                .prop_flat_map(|(r, d)| (Just(r), Just(d), matrix(r, d), matrix(4, d))),
+            leaf in 1usize..8,
+        ) {
+            prop_assume!(std::arch::is_x86_feature_detected!("avx2"));
+            let tree = KdTree::build(train, rows, dim, leaf);
+            let mut four = Four::new(&tree, SqEuclid, 1);
+            for (j, q) in queries.chunks_exact(dim).enumerate() {
+                for (t, &x) in q.iter().enumerate() {
+                    four.q[LANES * t + j] = x;
+                }
+            }
+            for node in (0..tree.nodes.len()).filter(|&n| tree.nodes[n].right != 0) {
+                // SAFETY: AVX2 is present (assumed above).
+                let (l, r) = unsafe { four.bounds(node) };
+                let (mut left, mut right) = ([0.0; LANES], [0.0; LANES]);
+                // SAFETY: each array holds four values.
+                unsafe {
+                    _mm256_storeu_pd(left.as_mut_ptr(), l);
+                    _mm256_storeu_pd(right.as_mut_ptr(), r);
+                }
+                for (j, q) in queries.chunks_exact(dim).enumerate() {
+                    let [bl, br] = tree.kid_bounds(SqEuclid, q, node);
+                    prop_assert_eq!((left[j].to_bits(), right[j].to_bits()), (bl.to_bits(), br.to_bits()));
+                }
+            }
+        }
+
+        /// Whether `run` keeps groups depends on the data, so the lanes are
+        /// held to the oracle here directly: full groups in any order of the
+        /// queries, and a group of one.
+        #[test]
+        fn four_lanes_answer_as_the_oracle(
+            (rows, dim, train, queries) in (1usize..200, 1usize..8)
+                .prop_flat_map(|(r, d)| (Just(r), Just(d), matrix(r, d), matrix(9, d))),
+            k in 1usize..150,
+            leaf in 1usize..20,
+        ) {
+            prop_assume!(std::arch::is_x86_feature_detected!("avx2"));
+            let k = k.min(rows);
+            let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, 9, dim));
+            let tree = KdTree::build(train.clone(), rows, dim, leaf);
+            let mut four = Four::new(&tree, SqEuclid, k);
+            let mut got = Neighbors::for_call(tp, qp, k);
+            for chunk in [&[3, 1, 4, 0][..], &[2, 8, 6, 5], &[7]] {
+                // SAFETY: AVX2 is present (assumed above); the fold is SqEuclid.
+                unsafe { four.answer(qp, chunk, &mut got) };
+            }
+            prop_assert_eq!(got, brute_knn(tp, qp, k, Metric::Euclidean));
+        }
+    }
+}
