@@ -49,11 +49,13 @@ const LANES: usize = 4;
 const PROBE_GROUPS: usize = 4;
 /// Groups pay while they scan under this share of the rows their queries
 /// scan one by one (seeds included): a group's row costs about 1.7 lone
-/// rows' instructions, but no transposes. Measured: diamonds' groups scan
-/// 0.53 of it and take 11-15% less time (2 threads, 8 alternated runs);
-/// uniform d = 8 ones (100k rows, 2k queries in 10 calls) 0.75, and 12% more.
+/// rows' instructions, but no transposes. Measured on diamonds in 10 calls
+/// (calls at 0.39-0.61): 11-15% less time with groups on a 2-core host and
+/// on a 16-core one; in 64 calls (0.43-1.07, a third under 0.6), 5% more on
+/// the 16-core host with this share at 0.6, no change on the 2-core one.
+/// Uniform d = 8 (100k rows, 2k queries in 10 calls): 0.75, 12% more time.
 #[cfg(target_arch = "x86_64")]
-const GROUP_SHARE: f64 = 0.6;
+const GROUP_SHARE: f64 = 0.55;
 
 #[derive(Clone, Copy, Debug)]
 struct Node {
