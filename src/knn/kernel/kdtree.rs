@@ -470,6 +470,15 @@ impl<'t, F: Fold> Search<'t, F> {
         self.limit = self.f.limit(self.top.kth(), dim);
     }
 
+    /// Offers the row `id` at the reduced fold `r`; an admission tightens
+    /// the limit.
+    #[inline(always)]
+    fn offer(&mut self, r: f64, id: u32) {
+        if self.top.push(self.f.finish(r), id) {
+            self.limit = self.f.limit(self.top.kth(), self.tree.dim);
+        }
+    }
+
     /// Whether this query's seed subtree holds the whole of node `n`.
     #[inline(always)]
     fn seeded_over(&self, n: Node) -> bool {
@@ -487,12 +496,11 @@ impl<'t, F: Fold> Search<'t, F> {
             self.scanned += end - start;
             let dim = tree.dim;
             let (rows, ids) = (&tree.data[start * dim..end * dim], &tree.ids[start..end]);
-            let (f, top, limit) = (self.f, &mut self.top, &mut self.limit);
             // The limit only falls, so a fold that stopped above the leaf's
             // starting limit is above the current one too.
-            leaf_folds(f, q, rows, *limit, |at, r| {
-                if r <= *limit && top.push(f.finish(r), ids[at]) {
-                    *limit = f.limit(top.kth(), dim);
+            leaf_folds(self.f, q, rows, self.limit, |at, r| {
+                if r <= self.limit {
+                    self.offer(r, ids[at]);
                 }
             });
             return;
@@ -523,7 +531,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn matrix(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
+    /// Small integers (ties, duplicate rows, queries on box faces) and reals.
+    pub(super) fn matrix(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
         let v = prop_oneof![3 => (0i32..3).prop_map(f64::from), 1 => 0.0f64..3.0];
         prop::collection::vec(v, rows * dim)
     }

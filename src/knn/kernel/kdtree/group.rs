@@ -20,7 +20,6 @@ use crate::knn::kernel::select::Neighbors;
 
 pub(super) struct Four<'t, F> {
     tree: &'t KdTree,
-    f: F,
     /// Each query's own seed, heap and limit.
     lanes: [Search<'t, F>; LANES],
     /// The group's queries, dimension-major: `q[LANES * t + j]` is query j's
@@ -34,7 +33,6 @@ impl<'t, F: Fold> Four<'t, F> {
     pub(super) fn new(tree: &'t KdTree, f: F, k: usize) -> Self {
         Four {
             tree,
-            f,
             lanes: std::array::from_fn(|_| Search::new(tree, f, k)),
             q: vec![0.0; LANES * tree.dim],
             folded: 0,
@@ -72,11 +70,11 @@ impl<'t, F: Fold> Four<'t, F> {
     }
 
     /// The lanes' limits, one per lane.
-    #[inline(always)]
+    #[target_feature(enable = "avx2")]
+    #[inline]
     fn limits(&self) -> __m256d {
         let l = &self.lanes;
-        // SAFETY: AVX is implied by the AVX2 that every caller holds.
-        unsafe { _mm256_set_pd(l[3].limit, l[2].limit, l[1].limit, l[0].limit) }
+        _mm256_set_pd(l[3].limit, l[2].limit, l[1].limit, l[0].limit)
     }
 
     /// Searches the subtree at `node` for the lanes set in `mask`.
@@ -192,7 +190,9 @@ impl<'t, F: Fold> Four<'t, F> {
                 // still refuses it.
                 unsafe {
                     self.offer(fa, oa, ids[at]);
-                    self.offer(fb, ob, if pair { ids[at + 1] } else { 0 });
+                    if pair {
+                        self.offer(fb, ob, ids[at + 1]);
+                    }
                 }
                 limits = self.limits();
             }
@@ -206,17 +206,13 @@ impl<'t, F: Fold> Four<'t, F> {
         if offer == 0 {
             return;
         }
-        let (f, dim) = (self.f, self.tree.dim);
         let mut folds = [0.0; LANES];
         // SAFETY: `folds` holds four values.
         unsafe { _mm256_storeu_pd(folds.as_mut_ptr(), acc) };
         while offer != 0 {
             let j = offer.trailing_zeros() as usize;
             offer &= offer - 1;
-            let lane = &mut self.lanes[j];
-            if lane.top.push(f.finish(folds[j]), id) {
-                lane.limit = f.limit(lane.top.kth(), dim);
-            }
+            self.lanes[j].offer(folds[j], id);
         }
     }
 }
@@ -225,14 +221,9 @@ impl<'t, F: Fold> Four<'t, F> {
 mod tests {
     use super::*;
     use crate::knn::kernel::brute::brute_knn;
+    use crate::knn::kernel::kdtree::tests::matrix;
     use crate::knn::kernel::metric::{Metric, SqEuclid};
     use proptest::prelude::*;
-
-    /// Small integers (ties, duplicate rows, queries on box faces) and reals.
-    fn matrix(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
-        let v = prop_oneof![3 => (0i32..3).prop_map(f64::from), 1 => 0.0f64..3.0];
-        prop::collection::vec(v, rows * dim)
-    }
 
     proptest! {
         /// Every lane's bounds are the one-query search's, bit for bit, at
