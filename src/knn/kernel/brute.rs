@@ -703,6 +703,20 @@ impl<T: Lane> Scan<'_, T> {
         }
     }
 
+    /// [`Scan::offer`] of every row of `rows`, each asked of the memory
+    /// [`PREFETCH_ROWS`] offers ahead: they are scattered over the training rows.
+    fn offer_each(&mut self, i: usize, q: &[f64], rows: &[usize]) {
+        for &j in rows.iter().take(PREFETCH_ROWS) {
+            prefetch(self.train.row(j));
+        }
+        for (n, &j) in rows.iter().enumerate() {
+            if let Some(&ahead) = rows.get(n + PREFETCH_ROWS) {
+                prefetch(self.train.row(ahead));
+            }
+            self.offer(i, q, j);
+        }
+    }
+
     /// Derives query `i`'s limit and threshold from its current k-th distance.
     fn tighten(&mut self, i: usize) {
         self.limits[i] = SqEuclid.limit(self.tops[i].kth(), self.train.dim);
@@ -722,7 +736,14 @@ impl<T: Lane> Scan<'_, T> {
             let d = distance(Metric::Euclidean, q, train.row(j));
             self.fresh.push((d, id(j)));
         }
-        for quad in quads {
+        let ahead = seeds.len() - seeds.len() % 4;
+        for &e in &seeds[..ahead.min(PREFETCH_ROWS)] {
+            prefetch(train.row(e as u32 as usize));
+        }
+        for (c, quad) in quads.enumerate() {
+            for &e in seeds[..ahead].iter().skip(PREFETCH_ROWS + 4 * c).take(4) {
+                prefetch(train.row(e as u32 as usize));
+            }
             let j: [usize; 4] = std::array::from_fn(|r| quad[r] as u32 as usize);
             let d = fold4(SqEuclid, q, j.map(|j| train.row(j)));
             self.fresh
@@ -923,6 +944,22 @@ mod avx2 {
 
 /// Writes `scale * fl(x - mu)` (scale is a power of two, so exact) and
 /// returns `fl|x - mu|^2`, the quantities the error bound is stated for.
+/// Rows [`Scan::seed`] and [`Scan::offer_each`] ask the memory for ahead of
+/// their distances: the rows are scattered over the training set, and four
+/// at a time left most of each row's wait in the seed's time.
+const PREFETCH_ROWS: usize = 16;
+
+/// Asks for `row`'s cache lines, without waiting for them.
+fn prefetch(row: &[f64]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in row.chunks(8).chain(row.last().map(std::slice::from_ref)) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch reads nothing and faults on no address; the
+        // pointer is into `row` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+}
+
 fn pack_row<T: Lane>(x: &[f64], mu: &[f64], dst: &mut [T], stride: usize, scale: f64) -> f64 {
     let mut sq = 0.0;
     for ((d, &v), &c) in dst.iter_mut().step_by(stride).zip(x).zip(mu) {

@@ -226,6 +226,8 @@ pub(super) struct Seeding<'a, T> {
     least: BinaryHeap<u64>,
     /// The seeded rows, so a full second look does not offer them twice.
     seeded: Vec<u64>,
+    /// The rows of a query's candidates that its threshold lets through.
+    through: Vec<usize>,
 }
 
 impl<'a, T: Lane> Seeding<'a, T> {
@@ -244,6 +246,7 @@ impl<'a, T: Lane> Seeding<'a, T> {
             cands: (0..BATCH).map(|_| Vec::with_capacity(4 * k)).collect(),
             least: BinaryHeap::new(),
             seeded: vec![0; rows.div_ceil(64)],
+            through: Vec::with_capacity(4 * k),
         }
     }
 
@@ -286,6 +289,7 @@ impl<'a, T: Lane> Seeding<'a, T> {
                 cands,
                 least,
                 seeded,
+                through,
                 ..
             } = &mut *self;
             src.products(qpack, batch, (true, 0, sampled), buf, |b, g| {
@@ -319,11 +323,13 @@ impl<'a, T: Lane> Seeding<'a, T> {
                     // Keys order as the products compare, or (f64) as their
                     // f32 roundings, which lets a few more rows through.
                     let top = scan.thr[i].order_key();
-                    for &e in rest {
-                        if (e >> 32) as u32 <= top {
-                            scan.offer(i, q, e as u32 as usize);
-                        }
-                    }
+                    through.clear();
+                    through.extend(
+                        rest.iter()
+                            .filter(|&&e| (e >> 32) as u32 <= top)
+                            .map(|&e| e as u32 as usize),
+                    );
+                    scan.offer_each(i, q, through);
                     continue;
                 }
                 for &e in first {
