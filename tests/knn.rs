@@ -54,9 +54,9 @@ fn oracle_neighbors(train: &Array2<f64>, q: &[f64], k: usize, metric: Metric) ->
 fn oracle_predict(nb: &[(f64, usize)], y: &[f64], weights: Weights) -> f64 {
     let w: Vec<f64> = match weights {
         Weights::Uniform => vec![1.0; nb.len()],
-        Weights::Distance if nb.iter().any(|n| n.0 == 0.0) => nb
+        Weights::Distance if nb.iter().any(|n| n.0 <= 0.0) => nb
             .iter()
-            .map(|n| if n.0 == 0.0 { 1.0 } else { 0.0 })
+            .map(|n| if n.0 <= 0.0 { 1.0 } else { 0.0 })
             .collect(),
         Weights::Distance => nb.iter().map(|n| 1.0 / n.0).collect(),
     };
@@ -154,11 +154,11 @@ proptest! {
             for (r, query) in q.rows().into_iter().enumerate() {
                 let nb = oracle_neighbors(&x, query.as_slice().unwrap(), k, Metric::Euclidean);
                 let mut votes = vec![0.0; classes.len()];
-                let zero = nb.iter().any(|n| n.0 == 0.0);
+                let zero = nb.iter().any(|n| n.0 <= 0.0);
                 for (d, i) in &nb {
                     let w = match weights {
                         Weights::Uniform => 1.0,
-                        Weights::Distance if zero => f64::from(u8::from(*d == 0.0)),
+                        Weights::Distance if zero => f64::from(u8::from(*d <= 0.0)),
                         Weights::Distance => 1.0 / d,
                     };
                     votes[classes.iter().position(|c| *c == labels[*i]).unwrap()] += w;

@@ -254,14 +254,17 @@ impl<Task> Core<Task> {
 }
 
 /// Per-neighbour weights by sklearn's rule: uniform, or 1/d, where any zero distance
-/// gives weight 1 to the zero-distance neighbours and 0 to the rest.
+/// gives weight 1 to the zero-distance neighbours and 0 to the rest. A cosine
+/// distance can round a few ulps below zero for the same direction: it counts as
+/// zero, where sklearn would give it a weight of about -1e16 (and a prediction
+/// of -0.0 for targets of 0).
 pub(crate) fn neighbor_weights(weights: super::Weights, dist: &[f64], out: &mut Vec<f64>) {
     out.clear();
     match weights {
         super::Weights::Uniform => out.extend(dist.iter().map(|_| 1.0)),
         super::Weights::Distance => {
-            if dist.contains(&0.0) {
-                out.extend(dist.iter().map(|&d| if d == 0.0 { 1.0 } else { 0.0 }));
+            if dist.iter().any(|&d| d <= 0.0) {
+                out.extend(dist.iter().map(|&d| if d <= 0.0 { 1.0 } else { 0.0 }));
             } else {
                 out.extend(dist.iter().map(|&d| 1.0 / d));
             }
