@@ -360,19 +360,54 @@ impl<'a, T: Lane> Seeding<'a, T> {
 /// The bound that `rank + 1` of the sampled products `g` stay under (its
 /// `rank`-th least, from 0), or infinity where the sample has no more.
 fn least_bound<T: Lane>(least: &mut BinaryHeap<u64>, g: &[T], rank: usize) -> T {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present, checked just above.
+        return unsafe { least_bound_avx2(least, g, rank) };
+    }
+    least_bound_with::<T, false>(least, g, rank)
+}
+
+/// [`least_bound`] with AVX2 compares, as [`collect_avx2`].
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn least_bound_avx2<T: Lane>(least: &mut BinaryHeap<u64>, g: &[T], rank: usize) -> T {
+    least_bound_with::<T, true>(least, g, rank)
+}
+
+/// Once the heap is full, only products at most its top's value can enter
+/// it: a greater one has a key at least the top's (keys order as the values
+/// compare) and a later row, so it is checked 64 at a time by vector compares
+/// before any key is made. `AVX2` must be true only where the CPU supports AVX2.
+#[inline(always)]
+fn least_bound_with<T: Lane, const AVX2: bool>(
+    least: &mut BinaryHeap<u64>,
+    g: &[T],
+    rank: usize,
+) -> T {
     least.clear();
-    for (j, &v) in g.iter().enumerate() {
-        let key = keyed(v, j);
-        if least.len() <= rank {
-            least.push(key);
-        } else if let Some(mut top) = least.peek_mut().filter(|top| key < **top) {
-            *top = key;
+    if g.len() <= rank {
+        return T::from_f64(f64::INFINITY);
+    }
+    least.extend(g[..=rank].iter().enumerate().map(|(j, &v)| keyed(v, j)));
+    let value = |least: &BinaryHeap<u64>| least.peek().map(|&top| g[top as u32 as usize]);
+    let mut top = value(least).unwrap_or(T::from_f64(f64::INFINITY));
+    for (c, chunk) in g[rank + 1..].chunks(64).enumerate() {
+        let mut bits = at_most::<T, AVX2>(chunk, top);
+        while bits != 0 {
+            let o = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let key = keyed(chunk[o], rank + 1 + c * 64 + o);
+            if let Some(mut least) = least.peek_mut().filter(|least| key < **least) {
+                *least = key;
+            }
         }
+        top = value(least).unwrap_or(top);
     }
-    match least.peek() {
-        Some(&top) if least.len() > rank => g[top as u32 as usize],
-        _ => T::from_f64(f64::INFINITY),
-    }
+    top
 }
 
 /// Appends to `cand` the key of every product of `g` (rows `j0..`) that is at
@@ -419,23 +454,35 @@ mod tests {
     #[test]
     fn the_bound_is_the_ranked_product() {
         let mut rng = super::super::super::tests::Rng(11);
-        let mut least = BinaryHeap::new();
-        for n in [1, 12, 100, 512] {
-            let g: Vec<f32> = (0..n)
+        for n in [1, 12, 100, 512, 700] {
+            let g: Vec<f64> = (0..n)
                 .map(|j| match j % 7 {
                     0 => 0.0,
                     1 => -0.0,
                     2 => 1.5,
-                    _ => (rng.unit() * 8.0 - 4.0) as f32,
+                    3 => 1.5 + 1e-12, // the same f32, hence the same key, as 1.5
+                    _ => rng.unit() * 8.0 - 4.0,
                 })
                 .collect();
-            let mut sorted = g.clone();
-            sorted.sort_by(f32::total_cmp);
+            let single: Vec<f32> = g.iter().map(|&v| v as f32).collect();
             for rank in [0, 1, 11, 99, 511] {
-                let got = least_bound(&mut least, &g, rank);
-                let want = sorted.get(rank).copied().unwrap_or(f32::INFINITY);
-                assert_eq!(got, want, "n {n}, rank {rank}");
+                ranked(&g, rank, &format!("f64, n {n}, rank {rank}"));
+                ranked(&single, rank, &format!("f32, n {n}, rank {rank}"));
             }
         }
+    }
+
+    /// Both versions of [`least_bound`] against the `rank`-th of all keys
+    /// sorted (ties by row, as the keys order them).
+    fn ranked<T: Lane + std::fmt::Debug>(g: &[T], rank: usize, what: &str) {
+        let mut keys: Vec<u64> = g.iter().enumerate().map(|(j, &v)| keyed(v, j)).collect();
+        keys.sort_unstable();
+        let want = keys
+            .get(rank)
+            .map_or(T::from_f64(f64::INFINITY), |&k| g[k as u32 as usize]);
+        let mut least = BinaryHeap::new();
+        assert_eq!(least_bound(&mut least, g, rank), want, "{what}");
+        let portable = least_bound_with::<T, false>(&mut least, g, rank);
+        assert_eq!(portable, want, "{what}, portable");
     }
 }
