@@ -27,7 +27,8 @@ pub enum Weights {
     #[default]
     Uniform,
     /// Neighbours count by the inverse of their distance. As in sklearn, when some
-    /// neighbours are at distance zero, only those count (each equally).
+    /// neighbours are at distance zero, only those count (each equally); a cosine
+    /// distance rounded a few ulps below zero counts as zero.
     Distance,
 }
 
