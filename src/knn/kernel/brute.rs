@@ -403,11 +403,10 @@ fn gemm<T: Lane>(
     (b, ldb): (&[T], usize),
     c: &mut [T],
 ) {
-    assert!(k >= 1 && lda >= m && ldb >= n);
-    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+    check_shape((m, k, n), (a, lda), (b, ldb), c);
     // SAFETY: matrixmultiply only exposes a raw-pointer API. With the strides
     // below it reads a[p*lda + i] for i < m, p < k; b[p*ldb + j] for j < n,
-    // p < k; and writes c[i*n + j] for i < m, j < n: all in bounds by the asserts.
+    // p < k; and writes c[i*n + j] for i < m, j < n: all in bounds by `check_shape`.
     // beta = 0 means c is written without being read. The slices are
     // distinct borrows, so c aliases neither input.
     unsafe {
@@ -428,6 +427,19 @@ fn gemm<T: Lane>(
             1,
         );
     }
+}
+
+/// Panics unless `a` (`m x k`, stride `lda`), `b` (`k x n`, stride `ldb`) and
+/// `c` (`m x n`) hold what [`gemm`] reads and writes: the raw-pointer GEMMs
+/// rely on it.
+fn check_shape<T>(
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (&[T], usize),
+    (b, ldb): (&[T], usize),
+    c: &[T],
+) {
+    assert!(k >= 1 && lda >= m && ldb >= n);
+    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
 }
 
 /// Squared-norm slack factor `c` of the prefilter (see [`prefilter`]).
@@ -943,8 +955,6 @@ mod avx2 {
     }
 }
 
-/// Writes `scale * fl(x - mu)` (scale is a power of two, so exact) and
-/// returns `fl|x - mu|^2`, the quantities the error bound is stated for.
 /// Rows [`Scan::seed`] and [`Scan::offer_each`] ask the memory for ahead of
 /// their distances: the rows are scattered over the training set, and four
 /// at a time left most of each row's wait in the seed's time.
@@ -963,6 +973,8 @@ fn prefetch(row: &[f64]) {
     let _ = row;
 }
 
+/// Writes `scale * fl(x - mu)` (scale is a power of two, so exact) and
+/// returns `fl|x - mu|^2`, the quantities the error bound is stated for.
 fn pack_row<T: Lane>(x: &[f64], mu: &[f64], dst: &mut [T], stride: usize, scale: f64) -> f64 {
     let mut sq = 0.0;
     for ((d, &v), &c) in dst.iter_mut().step_by(stride).zip(x).zip(mu) {

@@ -393,8 +393,12 @@ fn least_bound_with<T: Lane, const AVX2: bool>(
         return T::from_f64(f64::INFINITY);
     }
     least.extend(g[..=rank].iter().enumerate().map(|(j, &v)| keyed(v, j)));
-    let value = |least: &BinaryHeap<u64>| least.peek().map(|&top| g[top as u32 as usize]);
-    let mut top = value(least).unwrap_or(T::from_f64(f64::INFINITY));
+    let value = |least: &BinaryHeap<u64>| {
+        least
+            .peek()
+            .map_or(T::from_f64(f64::INFINITY), |&top| g[top as u32 as usize])
+    };
+    let mut top = value(least);
     for (c, chunk) in g[rank + 1..].chunks(64).enumerate() {
         let mut bits = at_most::<T, AVX2>(chunk, top);
         while bits != 0 {
@@ -405,7 +409,7 @@ fn least_bound_with<T: Lane, const AVX2: bool>(
                 *least = key;
             }
         }
-        top = value(least).unwrap_or(top);
+        top = value(least);
     }
     top
 }

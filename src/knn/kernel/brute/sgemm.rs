@@ -42,8 +42,7 @@ pub(super) unsafe fn products(
     (b, ldb): (&[f32], usize),
     c: &mut [f32],
 ) {
-    assert!(k >= 1 && lda >= m && ldb >= n);
-    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+    super::check_shape((m, k, n), (a, lda), (b, ldb), c);
     let whole = n - n % NR;
     for j0 in (0..whole).step_by(NB) {
         let columns = (j0..whole.min(j0 + NB)).step_by(NR);
@@ -51,7 +50,7 @@ pub(super) unsafe fn products(
         while i + MR <= m {
             for j in columns.clone() {
                 // SAFETY: rows i..i + MR <= m and columns j..j + NR <= n, in
-                // bounds by the asserts; the CPU's features are the caller's promise.
+                // bounds by `check_shape`; the CPU's features are the caller's promise.
                 unsafe { tile::<MR>((i, j), (k, n), (a, lda), (b, ldb), c) };
             }
             i += MR;
