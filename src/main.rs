@@ -230,12 +230,14 @@ fn knn(args: &KnnArgs) -> Result<()> {
 
     let parts = sc.parallelize(&test, partitions)?.zip_with_index()?;
     let fit_started = Instant::now();
+    // The training frame is not needed after the fit: draining it into the model
+    // holds the training data once instead of twice.
     let mut preds = if args.classify {
         let model: KnnClassifier<String> = KnnClassifier::params(args.k)
             .weights(weights)
             .metric(metric)
             .algorithm(algorithm)
-            .fit_frame(&train, &args.target)?;
+            .fit_frame_drain(&mut train, &args.target)?;
         predict_all(
             &sc,
             &parts,
@@ -248,7 +250,7 @@ fn knn(args: &KnnArgs) -> Result<()> {
             .weights(weights)
             .metric(metric)
             .algorithm(algorithm)
-            .fit_frame(&train, &args.target)?;
+            .fit_frame_drain(&mut train, &args.target)?;
         predict_all(&sc, &parts, model, fit_started, KnnRegressor::predict_frame)?
     };
     if let Some(job) = sc.last_job() {

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use polars::prelude::*;
 use sparkbook::datasets::read_csv;
-use sparkbook::knn::{Algorithm, KnnClassifier, KnnRegressor, Metric};
+use sparkbook::knn::{Algorithm, KnnClassifier, KnnParams, KnnRegressor, Metric, Regression};
 use sparkbook::prelude::*;
 use sparkbook::preprocessing::StandardScaler;
 
@@ -863,4 +863,73 @@ fn cli_predicts_in_test_file_order_and_fails_cleanly() {
     let (ok, stdout, _) = cli(&["--help"]);
     assert!(ok && stdout.contains("knn"), "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A drained fit that fails must fail as the shared fit does, before it takes a
+/// column: the user's frame is still there, whole, to fix and fit again.
+#[test]
+fn a_failed_drained_fit_leaves_the_frame_whole() {
+    let mut zero_row = with_value("a", 3, Some(0.0));
+    zero_row
+        .with_column(Column::new("b".into(), [0.5, 0.1, 0.2, 0.0, 0.3]))
+        .unwrap();
+    let mut text = train();
+    text.with_column(Column::new("b".into(), ["p", "q", "r", "s", "t"]))
+        .unwrap();
+    let cases: Vec<(&str, KnnParams<Regression>, DataFrame, &str)> = vec![
+        (
+            "NaN feature",
+            KnnRegressor::params(2),
+            with_value("b", 2, Some(f64::NAN)),
+            "y",
+        ),
+        (
+            "null target",
+            KnnRegressor::params(2),
+            with_value("y", 4, None),
+            "y",
+        ),
+        ("missing target", KnnRegressor::params(2), train(), "price"),
+        ("k > rows", KnnRegressor::params(6), train(), "y"),
+        (
+            "zero row, cosine",
+            KnnRegressor::params(2).metric(Metric::Cosine),
+            zero_row,
+            "y",
+        ),
+        (
+            "no numeric feature",
+            KnnRegressor::params(2),
+            text.drop("a").unwrap(),
+            "y",
+        ),
+    ];
+    for (what, params, df, target) in cases {
+        let shared = params.fit_frame(&df, target).map(drop).expect_err(what);
+        let mut drained = df.clone();
+        let err = params
+            .fit_frame_drain(&mut drained, target)
+            .map(drop)
+            .expect_err(what);
+        assert_eq!(err.to_string(), shared.to_string(), "{what}");
+        assert!(drained.equals_missing(&df), "{what}: {drained}");
+    }
+    let mut labels = train();
+    labels
+        .with_column(Column::new(
+            "y".into(),
+            [Some("a"), None, Some("b"), Some("a"), Some("b")],
+        ))
+        .unwrap();
+    let shared = KnnClassifier::params(1)
+        .fit_frame::<String>(&labels, "y")
+        .map(drop)
+        .expect_err("null label");
+    let mut drained = labels.clone();
+    let err = KnnClassifier::params(1)
+        .fit_frame_drain::<String>(&mut drained, "y")
+        .map(drop)
+        .expect_err("null label");
+    assert_eq!(err.to_string(), shared.to_string());
+    assert!(drained.equals_missing(&labels));
 }

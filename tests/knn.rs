@@ -194,6 +194,74 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Draining the frame into the model (columns moved, transposed in place)
+    /// gives the model `fit_frame` gives, on frames of several chunks with an
+    /// integer and a boolean feature among the floats.
+    #[test]
+    fn a_drained_fit_is_the_shared_fit((x, y, q, k) in data(), split in 0usize..60) {
+        let (n, dim) = x.dim();
+        let split = split.min(n);
+        let mut columns: Vec<Column> = (0..dim)
+            .map(|j| {
+                let values = x.column(j).to_vec();
+                match j {
+                    0 => Column::new("x0".into(), values.iter().map(|v| *v as i32).collect::<Vec<_>>()),
+                    1 => Column::new("x1".into(), values.iter().map(|v| *v > 1.0).collect::<Vec<_>>()),
+                    _ => Column::new(format!("x{j}").into(), values),
+                }
+            })
+            .collect();
+        columns.push(Column::new("y".into(), y.clone()));
+        let whole = DataFrame::new_infer_height(columns)?;
+        let mut chunked = whole.slice(0, split);
+        chunked.vstack_mut(&whole.slice(split as i64, n - split))?;
+        let test = DataFrame::new_infer_height(
+            (0..dim).map(|j| Column::new(format!("x{j}").into(), q.column(j).to_vec())).collect(),
+        )?;
+        let labels = |df: &DataFrame| -> PolarsResult<DataFrame> {
+            let mut df = df.clone();
+            let classes: Vec<i64> = y.iter().map(|v| (*v as i64).rem_euclid(3)).collect();
+            df.with_column(Column::new("y".into(), classes))?;
+            Ok(df)
+        };
+        for algorithm in [Algorithm::Auto, Algorithm::Brute, Algorithm::KdTree] {
+            let params = KnnRegressor::params(k).algorithm(algorithm).leaf_size(3);
+            let shared = params.fit_frame(&chunked, "y")?;
+            let mut drained = chunked.clone();
+            let model = params.fit_frame_drain(&mut drained, "y")?;
+            prop_assert_eq!(drained.width(), 0);
+            prop_assert_eq!(model.features(), shared.features());
+            prop_assert!(model.predict_frame(&test)?.equals(&shared.predict_frame(&test)?));
+        }
+        let mut drained = labels(&chunked)?;
+        let model: KnnClassifier<i64> = KnnClassifier::params(k).fit_frame_drain(&mut drained, "y")?;
+        let shared: KnnClassifier<i64> = KnnClassifier::params(k).fit_frame(&labels(&chunked)?, "y")?;
+        prop_assert!(model.predict_proba_frame(&test)?.equals(&shared.predict_proba_frame(&test)?));
+    }
+}
+
+/// King County drained: the seed workflow's predictions equal those of the
+/// model fitted on the shared frame, bit for bit.
+#[test]
+fn a_drained_fit_on_real_data_predicts_as_the_shared_fit() {
+    let df = sparkbook::datasets::house_prices().unwrap();
+    let df = df.drop_many(["id", "date"]);
+    let (train, test) = train_test_split(&df, 0.2, 42).unwrap();
+    let shared = KnnRegressor::params(100)
+        .fit_frame(&train, "price")
+        .unwrap();
+    let mut drained = train.clone();
+    let model = KnnRegressor::params(100)
+        .fit_frame_drain(&mut drained, "price")
+        .unwrap();
+    assert_eq!(drained.shape(), (0, 0));
+    let want = shared.predict_frame(&test).unwrap();
+    assert!(model.predict_frame(&test).unwrap().equals(&want));
+}
+
 #[test]
 fn cancellation_prone_data_still_matches_the_oracle() {
     // Huge norms, tiny differences: |x|^2 + |y|^2 - 2xy loses every digit here.

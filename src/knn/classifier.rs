@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::path::Path;
+use std::sync::Arc;
 
 use linfa::dataset::DatasetBase;
 use linfa::traits::{Fit, PredictInplace};
@@ -11,7 +12,7 @@ use polars::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Matrix, ROW};
+use super::features::{self, Matrix, ROW, TrainFrame};
 use super::model::{Core, neighbor_weights};
 use super::params::{Algorithm, Classification, KnnParams, KnnValidParams};
 use super::persist;
@@ -126,8 +127,9 @@ impl FrameLabel for i64 {
 pub struct KnnClassifier<L: Label> {
     core: Core<Classification>,
     classes: Vec<L>,
-    /// Class index of every training row.
-    class_of: Vec<u32>,
+    /// Class index of every training row; shared, so that cloning a model to
+    /// broadcast it copies no data.
+    class_of: Arc<Vec<u32>>,
 }
 
 impl KnnClassifier<String> {
@@ -157,7 +159,7 @@ impl<L: Label> KnnClassifier<L> {
         let ids: BTreeMap<L, u32> = labels.iter().cloned().map(|l| (l, 0)).collect();
         let classes: Vec<L> = ids.keys().cloned().collect();
         let ids: BTreeMap<L, u32> = classes.iter().cloned().zip(0..).collect();
-        let class_of = labels.iter().map(|l| ids[l]).collect();
+        let class_of = Arc::new(labels.iter().map(|l| ids[l]).collect());
         KnnClassifier {
             core,
             classes,
@@ -472,7 +474,33 @@ impl KnnParams<Classification> {
         df: &DataFrame,
         target: &str,
     ) -> Result<KnnClassifier<L>> {
-        self.fit_frame_inner(df, target, None)
+        self.fit_frame_inner(TrainFrame::Shared(df), target, None)
+    }
+
+    /// Fits like [`fit_frame`](Self::fit_frame), moving the columns out of `df`
+    /// into the model, each freed as soon as it is copied (see
+    /// the regressor's `fit_frame_drain`): on an error `df` is
+    /// untouched, on success it is left empty.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let mut df = df!("x" => [0.0, 1.0, f64::NAN], "c" => ["a", "b", "b"])?;
+    /// let bad = KnnClassifier::params(1).fit_frame_drain::<String>(&mut df, "c");
+    /// assert!(bad.unwrap_err().to_string().contains("row 2"));
+    /// assert_eq!(df.height(), 3);
+    /// let mut df = df.head(Some(2));
+    /// let model: KnnClassifier<String> = KnnClassifier::params(1).fit_frame_drain(&mut df, "c")?;
+    /// assert_eq!((df.width(), model.classes().len()), (0, 2));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn fit_frame_drain<L: FrameLabel>(
+        &self,
+        df: &mut DataFrame,
+        target: &str,
+    ) -> Result<KnnClassifier<L>> {
+        self.fit_frame_inner(TrainFrame::Drained(df), target, None)
     }
 
     /// Fits on a frame with an explicit feature list.
@@ -492,19 +520,20 @@ impl KnnParams<Classification> {
         target: &str,
         features: &[&str],
     ) -> Result<KnnClassifier<L>> {
-        self.fit_frame_inner(df, target, Some(features))
+        self.fit_frame_inner(TrainFrame::Shared(df), target, Some(features))
     }
 
     fn fit_frame_inner<L: FrameLabel>(
         &self,
-        df: &DataFrame,
+        frame: TrainFrame<'_>,
         target: &str,
         explicit: Option<&[&str]>,
     ) -> Result<KnnClassifier<L>> {
         let params = linfa::ParamGuard::check_ref(self)?;
+        let df = frame.df();
         let (names, all_numeric) = Core::<Classification>::frame_features(df, target, explicit)?;
         let labels = L::from_column(df, target)?;
-        let train = features::matrix(df, &names)?;
+        let train = Core::frame_matrix(params, frame, &names)?;
         let core = Core::fit(params, train, names, all_numeric, Some(target.to_owned()))?;
         Ok(KnnClassifier::from_labels(core, labels))
     }
@@ -518,7 +547,7 @@ impl<D: Data<Elem = f64>, L: Label> Fit<ArrayBase<D, Ix2>, Array1<L>, Error>
     fn fit(&self, dataset: &DatasetBase<ArrayBase<D, Ix2>, Array1<L>>) -> Result<KnnClassifier<L>> {
         let x = dataset.records();
         let names = features::positional_names(x.ncols());
-        let train = Matrix::from_array(&x.to_owned(), &names)?;
+        let train = Matrix::from_array(x.view(), &names)?;
         let labels = dataset.targets().to_vec();
         if labels.len() != train.rows {
             return Err(Error::FeatureMismatch {
@@ -553,7 +582,7 @@ impl<L: Label> ByteSize for KnnClassifier<L> {
     fn byte_size(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.core.index.byte_size()
-            + self.class_of.capacity() * 4
+            + self.class_of.len() * 4
             + self.classes.capacity() * std::mem::size_of::<L>()
     }
 }

@@ -8,6 +8,7 @@
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::transpose::ColumnsToRows;
 use crate::error::{Error, Result};
 
 /// The column [`PartitionedFrame::zip_with_index`](crate::PartitionedFrame::zip_with_index)
@@ -24,7 +25,7 @@ pub(crate) struct Matrix {
 
 impl Matrix {
     /// Copies a linfa/ndarray matrix (any memory order) into C-order, checking values.
-    pub(crate) fn from_array(x: &ndarray::Array2<f64>, names: &[String]) -> Result<Matrix> {
+    pub(crate) fn from_array(x: ndarray::ArrayView2<'_, f64>, names: &[String]) -> Result<Matrix> {
         let (rows, dim) = x.dim();
         let data: Vec<f64> = x.iter().copied().collect();
         if let Some(at) = data.iter().position(|v| !v.is_finite()) {
@@ -88,9 +89,10 @@ fn describe(value: Option<f64>) -> String {
     }
 }
 
-/// One numeric column as finite `f64`s; the first null, NaN or infinity is an
-/// error naming the column and row.
-pub(crate) fn finite_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+/// One numeric column cast to `f64` (free for a `f64` column: the buffers are
+/// shared), checked: the first null, NaN or infinity is an error naming the
+/// column and row.
+fn checked_f64(df: &DataFrame, name: &str) -> Result<Float64Chunked> {
     let col = column(df, name)?;
     if !(col.dtype().is_primitive_numeric() || col.dtype().is_bool()) {
         return Err(Error::NotNumeric {
@@ -107,20 +109,97 @@ pub(crate) fn finite_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
             value: describe(values.get(at)),
         });
     }
-    Ok(values.into_no_null_iter().collect())
+    Ok(values.clone())
+}
+
+/// One numeric column as finite `f64`s.
+pub(crate) fn finite_values(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    Ok(checked_f64(df, name)?.into_no_null_iter().collect())
 }
 
 /// The named columns of `df` as a C-order matrix, in the order given.
 pub(crate) fn matrix(df: &DataFrame, names: &[String]) -> Result<Matrix> {
-    let rows = df.height();
-    let dim = names.len();
-    let mut data = vec![0.0; rows * dim];
+    let mut m = ColumnsToRows::new(df.height(), names.len());
     for (j, name) in names.iter().enumerate() {
-        for (i, v) in finite_values(df, name)?.into_iter().enumerate() {
-            data[i * dim + j] = v;
+        m.put(j, checked_f64(df, name)?.into_no_null_iter());
+    }
+    Ok(m.into_matrix())
+}
+
+/// Hands the pages of freed blocks back to the system. glibc keeps a freed
+/// block smaller than its mmap threshold (which rises to the size of the
+/// last large block freed, up to 32 MB) in its heap, still resident, so a
+/// drained column's memory would otherwise stay counted until reused.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A training frame as a fit receives it: borrowed, or lent mutably to be
+/// drained into the model (see [`drain_matrix`]).
+pub(crate) enum TrainFrame<'a> {
+    Shared(&'a DataFrame),
+    Drained(&'a mut DataFrame),
+}
+
+impl TrainFrame<'_> {
+    pub(crate) fn df(&self) -> &DataFrame {
+        match self {
+            TrainFrame::Shared(df) => df,
+            TrainFrame::Drained(df) => df,
         }
     }
-    Ok(Matrix { data, rows, dim })
+}
+
+/// The first row whose named columns are all zero (a cosine fit's error),
+/// checked on the frame itself so that a frame to be drained is still whole.
+pub(crate) fn first_zero_row(df: &DataFrame, names: &[String]) -> Result<Option<usize>> {
+    let mut nonzero = vec![false; df.height()];
+    for name in names {
+        for (seen, v) in nonzero
+            .iter_mut()
+            .zip(checked_f64(df, name)?.into_no_null_iter())
+        {
+            *seen |= v != 0.0;
+        }
+    }
+    Ok(nonzero.iter().position(|&seen| !seen))
+}
+
+/// Like [`matrix`], but moves the columns out of `df`, each dropped as soon as
+/// it is copied: when nothing else shares its buffer, its memory is freed before
+/// the next column is read, so the data is held about once, not twice. Every
+/// check runs before `df` is touched; on success it is left empty.
+pub(crate) fn drain_matrix(df: &mut DataFrame, names: &[String]) -> Result<Matrix> {
+    for name in names {
+        checked_f64(df, name)?;
+    }
+    let mut m = ColumnsToRows::new(df.height(), names.len());
+    let mut columns: Vec<Option<Column>> = std::mem::take(df)
+        .into_columns()
+        .into_iter()
+        .filter(|c| names.iter().any(|n| n.as_str() == c.name().as_str()))
+        .map(Some)
+        .collect();
+    for (j, name) in names.iter().enumerate() {
+        let col = columns
+            .iter_mut()
+            .find(|c| c.as_ref().is_some_and(|c| c.name().as_str() == name))
+            .and_then(Option::take)
+            .ok_or_else(|| Error::MissingColumn {
+                name: name.clone(),
+                available: String::new(),
+            })?;
+        let cast = col.cast(&DataType::Float64)?;
+        drop(col);
+        m.put(j, cast.f64()?.into_no_null_iter());
+        drop(cast);
+        release_freed_memory();
+    }
+    Ok(m.into_matrix())
 }
 
 /// Checks a predict-time frame against the model's features, by name.

@@ -42,6 +42,7 @@ mod model;
 mod params;
 mod persist;
 mod regressor;
+mod transpose;
 
 pub use classifier::{FrameLabel, KnnClassifier, Label};
 pub use kernel::Metric;

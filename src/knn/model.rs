@@ -7,9 +7,9 @@ use ndarray::{Array2, ArrayView2};
 use polars::prelude::{Column, DataFrame};
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Matrix};
+use super::features::{self, Matrix, TrainFrame};
 use super::index::Index;
-use super::kernel::Neighbors;
+use super::kernel::{Metric, Neighbors};
 use super::params::{Algorithm, KnnValidParams};
 use crate::error::{Error, Result};
 
@@ -37,22 +37,7 @@ impl<Task> Core<Task> {
         all_numeric: bool,
         target: Option<String>,
     ) -> Result<Core<Task>> {
-        if train.rows == 0 {
-            return Err(Error::EmptyData {
-                what: "training set",
-            });
-        }
-        if train.dim == 0 {
-            return Err(Error::EmptyData {
-                what: "feature list",
-            });
-        }
-        if params.k > train.rows {
-            return Err(Error::param(
-                "k",
-                format!("k = {} exceeds the {} training rows", params.k, train.rows),
-            ));
-        }
+        Core::check_shape(params, train.rows, train.dim)?;
         let index = Index::build(
             train,
             params.metric,
@@ -67,6 +52,57 @@ impl<Task> Core<Task> {
             target,
             index,
         })
+    }
+
+    /// What `fit` checks of the training matrix's shape, callable before the
+    /// matrix is built (a drained frame must be checked before it is touched).
+    pub(crate) fn check_shape(
+        params: &KnnValidParams<Task>,
+        rows: usize,
+        dim: usize,
+    ) -> Result<()> {
+        if rows == 0 {
+            return Err(Error::EmptyData {
+                what: "training set",
+            });
+        }
+        if dim == 0 {
+            return Err(Error::EmptyData {
+                what: "feature list",
+            });
+        }
+        if params.k > rows {
+            return Err(Error::param(
+                "k",
+                format!("k = {} exceeds the {rows} training rows", params.k),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The training matrix from a frame's feature columns, after every check
+    /// `fit` would make, so a drained frame is only emptied by a fit that succeeds.
+    pub(crate) fn frame_matrix(
+        params: &KnnValidParams<Task>,
+        frame: TrainFrame<'_>,
+        names: &[String],
+    ) -> Result<Matrix> {
+        let df = frame.df();
+        Core::check_shape(params, df.height(), names.len())?;
+        match frame {
+            TrainFrame::Shared(df) => features::matrix(df, names),
+            TrainFrame::Drained(df) => {
+                if params.metric == Metric::Cosine {
+                    if let Some(row) = features::first_zero_row(df, names)? {
+                        return Err(Error::ZeroVector {
+                            what: "training set",
+                            row,
+                        });
+                    }
+                }
+                features::drain_matrix(df, names)
+            }
+        }
     }
 
     /// Which feature columns `fit_frame` uses, and checks them.
@@ -156,7 +192,7 @@ impl<Task> Core<Task> {
                 ),
             });
         }
-        Matrix::from_array(&x.to_owned(), &self.features)
+        Matrix::from_array(x.view(), &self.features)
     }
 
     pub(crate) fn neighbors(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {

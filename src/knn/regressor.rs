@@ -1,6 +1,7 @@
 //! `KnnRegressor`: sklearn's `KNeighborsRegressor`, exact and broadcastable.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use linfa::dataset::DatasetBase;
 use linfa::traits::{Fit, PredictInplace};
@@ -8,7 +9,7 @@ use ndarray::{Array1, Array2, ArrayBase, Data, Ix2};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::features::{self, Matrix};
+use super::features::{self, Matrix, TrainFrame};
 use super::model::{Core, neighbor_weights};
 use super::params::{Algorithm, KnnParams, KnnValidParams, Regression};
 use super::persist;
@@ -37,7 +38,8 @@ use crate::error::{Error, Result};
 #[derive(Clone, Serialize, Deserialize)]
 pub struct KnnRegressor {
     core: Core<Regression>,
-    targets: Vec<f64>,
+    /// Shared, so that cloning a model to broadcast it copies no data.
+    targets: Arc<Vec<f64>>,
 }
 
 impl KnnRegressor {
@@ -288,7 +290,32 @@ impl KnnParams<Regression> {
     /// # Ok::<(), sparkbook::Error>(())
     /// ```
     pub fn fit_frame(&self, df: &DataFrame, target: &str) -> Result<KnnRegressor> {
-        self.fit_frame_inner(df, target, None)
+        self.fit_frame_inner(TrainFrame::Shared(df), target, None)
+    }
+
+    /// Fits like [`fit_frame`](Self::fit_frame), moving the columns out of `df`
+    /// into the model: each column's memory is freed as soon as it is copied, so
+    /// a large fit needs about one copy of the data at its peak instead of two
+    /// (the model must own its rows to outlive the frame's cell). Every check
+    /// runs first: on an error `df` is untouched, on success it is left empty.
+    /// Memory is only saved when nothing else shares the columns (a clone of the
+    /// frame, or a frame it was selected from).
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let mut df = df!("x" => [0.0, 1.0, 2.0], "y" => [0.0, 10.0, 20.0])?;
+    /// assert!(KnnRegressor::params(4).fit_frame_drain(&mut df, "y").is_err());
+    /// assert_eq!(df.height(), 3); // a failed fit leaves the frame as it was
+    /// let model = KnnRegressor::params(1).fit_frame_drain(&mut df, "y")?;
+    /// assert_eq!(df.width(), 0);
+    /// let pred = model.predict_frame(&df!("x" => [1.2])?)?;
+    /// assert_eq!(pred.column("pred")?.f64()?.get(0), Some(10.0));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn fit_frame_drain(&self, df: &mut DataFrame, target: &str) -> Result<KnnRegressor> {
+        self.fit_frame_inner(TrainFrame::Drained(df), target, None)
     }
 
     /// Fits on a frame with an explicit feature list; other columns are ignored, at
@@ -311,19 +338,20 @@ impl KnnParams<Regression> {
         target: &str,
         features: &[&str],
     ) -> Result<KnnRegressor> {
-        self.fit_frame_inner(df, target, Some(features))
+        self.fit_frame_inner(TrainFrame::Shared(df), target, Some(features))
     }
 
     fn fit_frame_inner(
         &self,
-        df: &DataFrame,
+        frame: TrainFrame<'_>,
         target: &str,
         explicit: Option<&[&str]>,
     ) -> Result<KnnRegressor> {
         let params = linfa::ParamGuard::check_ref(self)?;
+        let df = frame.df();
         let (names, all_numeric) = Core::<Regression>::frame_features(df, target, explicit)?;
-        let targets = features::finite_values(df, target)?;
-        let train = features::matrix(df, &names)?;
+        let targets: Arc<Vec<f64>> = features::finite_values(df, target)?.into();
+        let train = Core::frame_matrix(params, frame, &names)?;
         let core = Core::fit(params, train, names, all_numeric, Some(target.to_owned()))?;
         Ok(KnnRegressor { core, targets })
     }
@@ -337,7 +365,7 @@ impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<f64>, Error>
     fn fit(&self, dataset: &DatasetBase<ArrayBase<D, Ix2>, Array1<f64>>) -> Result<KnnRegressor> {
         let x = dataset.records();
         let names = features::positional_names(x.ncols());
-        let train = Matrix::from_array(&x.to_owned(), &names)?;
+        let train = Matrix::from_array(x.view(), &names)?;
         let targets = dataset.targets().to_vec();
         if let Some(row) = targets.iter().position(|v| !v.is_finite()) {
             return Err(Error::InvalidValue {
@@ -352,7 +380,10 @@ impl<D: Data<Elem = f64>> Fit<ArrayBase<D, Ix2>, Array1<f64>, Error>
             });
         }
         let core = Core::fit(self, train, names, false, None)?;
-        Ok(KnnRegressor { core, targets })
+        Ok(KnnRegressor {
+            core,
+            targets: Arc::new(targets),
+        })
     }
 }
 
@@ -374,7 +405,7 @@ impl<D: Data<Elem = f64>> PredictInplace<ArrayBase<D, Ix2>, Array1<f64>> for Knn
 
 impl ByteSize for KnnRegressor {
     fn byte_size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.core.index.byte_size() + self.targets.capacity() * 8
+        std::mem::size_of::<Self>() + self.core.index.byte_size() + self.targets.len() * 8
     }
 }
 

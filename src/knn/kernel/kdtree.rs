@@ -100,16 +100,15 @@ impl KdTree {
         assert!(dim >= 1, "dim must be >= 1");
         let n = u32::try_from(rows).expect("training indices must fit u32");
         let mut ids: Vec<u32> = (0..n).collect();
-        let (mut nodes, mut boxes) = (Vec::new(), Vec::new());
+        let (mut nodes, mut kids) = (Vec::new(), Vec::new());
         let train = Points::new(&data, rows, dim);
         let mut parts = Parts {
             ids: &mut ids,
             nodes: &mut nodes,
-            boxes: &mut boxes,
+            kids: &mut kids,
         };
-        build_node(train, &mut parts, 0, rows, leaf_size.max(1));
+        build_node(train, &mut parts, 0, rows, leaf_size.max(1), None);
         permute_rows(&mut data, dim, &ids);
-        let kids = pair_boxes(&mut nodes, &boxes, dim);
         let brute = Brute::new(Points::new(&data, rows, dim));
         KdTree {
             rows,
@@ -300,11 +299,21 @@ impl KdTree {
 struct Parts<'a> {
     ids: &'a mut [u32],
     nodes: &'a mut Vec<Node>,
-    boxes: &'a mut Vec<f64>,
+    kids: &'a mut Vec<f64>,
 }
 
 /// Builds the subtree over `ids[start..end]` in pre-order and returns its node.
-fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: usize) -> u32 {
+/// Its box goes straight into its parent's pair in `KdTree::kids` (`slot`: the
+/// pair and the side, 0 for left), so no box of every node is kept: at 1M rows
+/// those would be another 17 MB at the fit's peak. The root's box is not needed.
+fn build_node(
+    train: Points,
+    parts: &mut Parts,
+    start: usize,
+    end: usize,
+    leaf: usize,
+    slot: Option<(usize, usize)>,
+) -> u32 {
     let id = parts.nodes.len();
     parts.nodes.push(Node {
         start: start as u32,
@@ -320,8 +329,13 @@ fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: 
             *h = h.max(v);
         }
     }
-    parts.boxes.extend_from_slice(&lo);
-    parts.boxes.extend_from_slice(&hi);
+    if let Some((pair, side)) = slot {
+        let at = pair * 4 * dim;
+        for t in 0..dim {
+            parts.kids[at + 2 * t + side] = lo[t];
+            parts.kids[at + 2 * dim + 2 * t + side] = hi[t];
+        }
+    }
     if end - start > leaf {
         let mut axis = 0;
         for t in 1..dim {
@@ -335,31 +349,14 @@ fn build_node(train: Points, parts: &mut Parts, start: usize, end: usize, leaf: 
         parts.ids[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
             coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
         });
-        build_node(train, parts, start, mid, leaf);
-        let right = build_node(train, parts, mid, end, leaf);
+        let pair = parts.kids.len() / (4 * dim);
+        parts.kids.resize((pair + 1) * 4 * dim, 0.0);
+        parts.nodes[id].kids = pair as u32;
+        build_node(train, parts, start, mid, leaf, Some((pair, 0)));
+        let right = build_node(train, parts, mid, end, leaf, Some((pair, 1)));
         parts.nodes[id].right = right;
     }
     id as u32
-}
-
-/// Gathers each inner node's children's boxes (`boxes`: per node, `dim`
-/// lower then `dim` upper coordinates) in the interleaved layout of
-/// `KdTree::kids`, and points the node at them.
-fn pair_boxes(nodes: &mut [Node], boxes: &[f64], dim: usize) -> Vec<f64> {
-    let node_box = |node: usize| boxes[node * 2 * dim..(node + 1) * 2 * dim].split_at(dim);
-    let mut kids = Vec::new();
-    let mut pairs = 0;
-    for (node, n) in nodes.iter_mut().enumerate() {
-        if n.right == 0 {
-            continue;
-        }
-        let ((l_lo, l_hi), (r_lo, r_hi)) = (node_box(node + 1), node_box(n.right as usize));
-        kids.extend(l_lo.iter().zip(r_lo).flat_map(|(&l, &r)| [l, r]));
-        kids.extend(l_hi.iter().zip(r_hi).flat_map(|(&l, &r)| [l, r]));
-        n.kids = pairs;
-        pairs += 1;
-    }
-    kids
 }
 
 /// Reorders rows in place so that row `pos` becomes the old row `order[pos]`,
