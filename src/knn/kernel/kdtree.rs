@@ -83,7 +83,10 @@ pub struct KdTree {
     /// lower coordinates (left child's, right child's, dimension by
     /// dimension), then `2 * dim` upper ones. A search always bounds both
     /// children of a node, and this way the two come in one load per value.
-    kids: Vec<f64>,
+    /// In `f32` rounded outward ([`outward`]): each stored box holds the true
+    /// one, so its bound is never above the true bound and pruning stays
+    /// safe, in half the memory (8 MB instead of 17 at 1M rows, d = 8).
+    kids: Vec<f32>,
     /// The brute force a call hands over to when the tree would not pay off.
     brute: Brute,
 }
@@ -134,7 +137,7 @@ impl KdTree {
         self.data.capacity() * 8
             + self.ids.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
-            + self.kids.capacity() * 8
+            + self.kids.capacity() * 4
     }
 
     /// Whether brute force should answer Euclidean k-NN calls instead: the
@@ -299,7 +302,7 @@ impl KdTree {
 struct Parts<'a> {
     ids: &'a mut [u32],
     nodes: &'a mut Vec<Node>,
-    kids: &'a mut Vec<f64>,
+    kids: &'a mut Vec<f32>,
 }
 
 /// Builds the subtree over `ids[start..end]` in pre-order and returns its node.
@@ -332,8 +335,9 @@ fn build_node(
     if let Some((pair, side)) = slot {
         let at = pair * 4 * dim;
         for t in 0..dim {
-            parts.kids[at + 2 * t + side] = lo[t];
-            parts.kids[at + 2 * dim + 2 * t + side] = hi[t];
+            let (l, h) = outward(lo[t], hi[t]);
+            parts.kids[at + 2 * t + side] = l;
+            parts.kids[at + 2 * dim + 2 * t + side] = h;
         }
     }
     if end - start > leaf {
@@ -357,6 +361,19 @@ fn build_node(
         parts.nodes[id].right = right;
     }
     id as u32
+}
+
+/// `[lo, hi]` in `f32`, rounded outward: the nearest `f32`s at most `lo` and
+/// at least `hi` (beyond `f32`'s range, its largest finite value or infinity).
+fn outward(lo: f64, hi: f64) -> (f32, f32) {
+    let (mut l, mut h) = (lo as f32, hi as f32);
+    if f64::from(l) > lo {
+        l = l.next_down();
+    }
+    if f64::from(h) < hi {
+        h = h.next_up();
+    }
+    (l, h)
 }
 
 /// Reorders rows in place so that row `pos` becomes the old row `order[pos]`,
@@ -551,6 +568,16 @@ mod tests {
             let mut out = Neighbors::for_call(tp, qp, k);
             prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
             prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
+        }
+
+        /// The stored corners hold every value, as tightly as `f32` allows.
+        #[test]
+        fn boxes_round_outward(v in prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO) {
+            let (l, h) = outward(v, v);
+            prop_assert!(f64::from(l) <= v && v <= f64::from(h), "{} {} {}", l, v, h);
+            if v.abs() < f64::from(f32::MAX) {
+                prop_assert!(f64::from(l.next_up()) > v && f64::from(h.next_down()) < v);
+            }
         }
     }
 

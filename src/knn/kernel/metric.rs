@@ -375,13 +375,13 @@ fn box_fold<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> f64 {
 /// additions, one vector lane each, run in the time of one. Branch-free
 /// (selects, no early exit): data-dependent branches here mispredict.
 #[inline(always)]
-pub(crate) fn box_fold2<F: Fold>(f: F, q: &[f64], lo: &[f64], hi: &[f64]) -> [f64; 2] {
+pub(crate) fn box_fold2<F: Fold>(f: F, q: &[f64], lo: &[f32], hi: &[f32]) -> [f64; 2] {
     let (lo, hi) = (&lo[..2 * q.len()], &hi[..2 * q.len()]);
     let mut acc = [0.0f64; 2];
     for (t, &x) in q.iter().enumerate() {
         for (c, a) in acc.iter_mut().enumerate() {
-            let below = x - lo[2 * t + c];
-            let above = x - hi[2 * t + c];
+            let below = x - f64::from(lo[2 * t + c]);
+            let above = x - f64::from(hi[2 * t + c]);
             let below = if below < 0.0 { below } else { 0.0 };
             let above = if above > 0.0 { above } else { 0.0 };
             *a = F::combine(*a, f.term(below + above));
@@ -524,12 +524,14 @@ mod tests {
 
         #[test]
         fn two_boxes_at_once_are_two_box_folds((a, b, c) in vecs()) {
-            let lo: Vec<f64> = b.iter().zip(&c).map(|(x, y)| x.min(*y)).collect();
-            let hi: Vec<f64> = b.iter().zip(&c).map(|(x, y)| x.max(*y)).collect();
+            // Corners as the tree stores them, in f32.
+            let narrow = |v: f64| f64::from(v as f32);
+            let lo: Vec<f64> = b.iter().zip(&c).map(|(x, y)| narrow(x.min(*y))).collect();
+            let hi: Vec<f64> = b.iter().zip(&c).map(|(x, y)| narrow(x.max(*y))).collect();
             // The box of `b` and `c`, and the same box stretched down to `a`.
-            let around: Vec<f64> = a.iter().zip(&lo).map(|(x, y)| x.min(*y)).collect();
-            let weave = |a: &[f64], b: &[f64]| -> Vec<f64> {
-                a.iter().zip(b).flat_map(|(&x, &y)| [x, y]).collect()
+            let around: Vec<f64> = a.iter().zip(&lo).map(|(x, y)| narrow(x.min(*y))).collect();
+            let weave = |a: &[f64], b: &[f64]| -> Vec<f32> {
+                a.iter().zip(b).flat_map(|(&x, &y)| [x as f32, y as f32]).collect()
             };
             for (one, two) in [(&lo, &around), (&around, &lo)] {
                 let (wlo, whi) = (weave(one, two), weave(&hi, &hi));

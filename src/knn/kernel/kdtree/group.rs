@@ -131,9 +131,9 @@ impl<'t, F: Fold> Four<'t, F> {
         let at = tree.nodes[node].kids as usize * 4 * dim;
         let (lo, hi) = tree.kids[at..at + 4 * dim].split_at(2 * dim);
         let zero = _mm256_setzero_pd();
-        let term = |x: __m256d, lo: f64, hi: f64| {
-            let below = _mm256_sub_pd(x, _mm256_set1_pd(lo));
-            let above = _mm256_sub_pd(x, _mm256_set1_pd(hi));
+        let term = |x: __m256d, lo: f32, hi: f32| {
+            let below = _mm256_sub_pd(x, _mm256_set1_pd(f64::from(lo)));
+            let above = _mm256_sub_pd(x, _mm256_set1_pd(f64::from(hi)));
             // `if below < 0 { below } else { 0 }`, and likewise above: a mask
             // of all ones keeps the value, one of zeros gives +0.
             let below = _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(below, zero), below);
