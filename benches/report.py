@@ -42,8 +42,10 @@ def markdown(info, results, growth):
            "", "Predict times (median of the runs); ratio = the other system's time / sparkbook `Auto`'s, "
            "so above 1x means sparkbook is faster. The seed job rows time broadcast -> parallelize -> "
            "map_partitions -> collect; \"with start-up\" adds the engine's start (Session / SparkContext) "
-           "and the model's fit. Memory: the whole run's peak holds the training frame and the model's "
-           "own row-major copy at once (the fit); the predict phase is measured after the frame is dropped.", "",
+           "and the model's fit. Memory: the whole run's peak, from the process's start, with the frames "
+           "read straight from the case's files and the training frame drained into the model "
+           "(`fit_frame_drain`: each column freed once copied, so the fit holds the data about once); "
+           "the predict phase is the seed job's own peak, after the fit.", "",
            "| case | n_train x n_test x d | sparkbook `Auto` (s) | fastest sklearn (s) | ratio | faiss flat (s) | ratio "
            "| PySpark job (s) | ratio | with start-up: sparkbook / PySpark (s) | ratio | sparkbook peak RSS / (train + test + output): whole run / predict phase |",
            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]

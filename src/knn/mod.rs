@@ -12,7 +12,9 @@
 //!   thread computed it;
 //! - **self-contained**: a model owns its training data (one copy: with the k-d tree
 //!   the rows live inside the tree, in its leaf order), so it lives across notebook
-//!   cells, serialises with serde, and broadcasts by reference;
+//!   cells, serialises with serde, and broadcasts by reference (cloning a model
+//!   copies none of its data); `fit_frame_drain` builds that copy from the frame's
+//!   columns while freeing them, so a fit holds the data once, not twice;
 //! - **strict**: nulls, NaN, infinities, missing or extra features are errors that
 //!   name the column and row, raised before any work.
 //!
