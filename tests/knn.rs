@@ -243,13 +243,17 @@ proptest! {
     }
 }
 
-/// King County drained: the seed workflow's predictions equal those of the
-/// model fitted on the shared frame, bit for bit.
+/// King County's numeric columns, split 80/20 as the harness splits them.
+fn king_county() -> (DataFrame, DataFrame) {
+    let df = sparkbook::datasets::house_prices().unwrap();
+    train_test_split(&df.drop_many(["id", "date"]), 0.2, 42).unwrap()
+}
+
+/// King County drained: its predictions equal those of the model fitted on the
+/// shared frame, bit for bit.
 #[test]
 fn a_drained_fit_on_real_data_predicts_as_the_shared_fit() {
-    let df = sparkbook::datasets::house_prices().unwrap();
-    let df = df.drop_many(["id", "date"]);
-    let (train, test) = train_test_split(&df, 0.2, 42).unwrap();
+    let (train, test) = king_county();
     let shared = KnnRegressor::params(100)
         .fit_frame(&train, "price")
         .unwrap();
@@ -376,9 +380,7 @@ fn auto_on_a_sample_decides_for_large_training_sets() {
 
 #[test]
 fn seed_workflow_on_real_data_matches_a_direct_predict() {
-    let df = sparkbook::datasets::house_prices().unwrap();
-    let df = df.drop_many(["id", "date"]);
-    let (train, test) = train_test_split(&df, 0.2, 42).unwrap();
+    let (train, test) = king_county();
     let model = KnnRegressor::params(100)
         .fit_frame(&train, "price")
         .unwrap();

@@ -178,25 +178,16 @@ pub(crate) fn drain_matrix(df: &mut DataFrame, names: &[String]) -> Result<Matri
         checked_f64(df, name)?;
     }
     let mut m = ColumnsToRows::new(df.height(), names.len());
-    let mut columns: Vec<Option<Column>> = std::mem::take(df)
-        .into_columns()
-        .into_iter()
-        .filter(|c| names.iter().any(|n| n.as_str() == c.name().as_str()))
-        .map(Some)
-        .collect();
-    for (j, name) in names.iter().enumerate() {
-        let col = columns
-            .iter_mut()
-            .find(|c| c.as_ref().is_some_and(|c| c.name().as_str() == name))
-            .and_then(Option::take)
-            .ok_or_else(|| Error::MissingColumn {
-                name: name.clone(),
-                available: String::new(),
-            })?;
-        let cast = col.cast(&DataType::Float64)?;
-        drop(col);
-        m.put(j, cast.f64()?.into_no_null_iter());
-        drop(cast);
+    // Taken one at a time: each column, feature or not, is freed in its turn.
+    for col in std::mem::take(df).into_columns() {
+        match names.iter().position(|n| n.as_str() == col.name().as_str()) {
+            Some(j) => {
+                let cast = col.cast(&DataType::Float64)?;
+                drop(col);
+                m.put(j, cast.f64()?.into_no_null_iter());
+            }
+            None => drop(col),
+        }
         release_freed_memory();
     }
     Ok(m.into_matrix())

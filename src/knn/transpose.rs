@@ -109,7 +109,7 @@ mod tests {
         /// Against the plain definition of row-major order, for shapes with and
         /// without whole blocks, a partial last block, and one column.
         #[test]
-        fn finish_is_the_row_major_matrix(rows in 0usize..400, dim in 1usize..12) {
+        fn into_matrix_is_the_row_major_matrix(rows in 0usize..400, dim in 1usize..12) {
             let value = |i: usize, j: usize| (i * 1000 + j) as f64;
             let mut m = ColumnsToRows::new(rows, dim);
             for j in (0..dim).rev() {
