@@ -408,6 +408,34 @@ fn unreachable_workers_fail_within_the_connect_timeout() {
     });
 }
 
+/// A started worker that exits at once (here a binary that is no worker) fails
+/// the start as soon as it is seen to exit, after the retries on fresh ports,
+/// not at the end of the connect timeout, which `within` would not wait for.
+#[cfg(unix)]
+#[test]
+fn a_worker_that_exits_before_connecting_fails_the_start_naming_it() {
+    within(Duration::from_secs(20), || {
+        let err = Session::builder()
+            .progress(false)
+            .cluster(
+                ClusterConfig::local_processes(2, "/bin/false")
+                    .connect_timeout(Duration::from_secs(60)),
+            )
+            .build()
+            .unwrap_err();
+        match &err {
+            Error::Cluster { process, reason } => {
+                assert!(matches!(process, Some(1 | 2)), "{err}");
+                assert!(
+                    reason.contains("exited") && reason.contains("before connecting"),
+                    "{reason}"
+                );
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    });
+}
+
 #[test]
 fn a_worker_killed_mid_job_fails_the_job_naming_it() {
     within(Duration::from_secs(300), || {

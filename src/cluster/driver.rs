@@ -27,6 +27,8 @@ use crate::session::{JobReport, PartitionTiming, Session};
 
 /// How often a waiting driver looks at its workers' health.
 const POLL: Duration = Duration::from_millis(20);
+/// Starts of a local cluster's workers before giving up (see [`spawn`]).
+const SPAWN_TRIES: usize = 3;
 
 /// One worker process as the driver knows it.
 #[derive(Debug)]
@@ -63,9 +65,19 @@ impl Cluster {
     pub(crate) fn start(config: &ClusterConfig) -> Result<Cluster> {
         config.validate()?;
         let health = Arc::new(Health::default());
-        let mut children = Vec::new();
-        let (addresses, listener) = match &config.launch {
-            Launch::Join { addresses } => (addresses.clone(), net::bind(&addresses[0])?),
+        let hello = Hello::new(0, Vec::new());
+        let (addresses, mesh, mut children) = match &config.launch {
+            Launch::Join { addresses } => {
+                let listener = net::bind(&addresses[0])?;
+                let mesh = net::connect(
+                    (addresses, 0, listener),
+                    &hello,
+                    config.connect_timeout,
+                    &health,
+                    &mut || None,
+                )?;
+                (addresses.clone(), mesh, Vec::new())
+            }
             Launch::Spawn { workers, binary } => {
                 if !binary.is_file() {
                     return Err(Error::param(
@@ -76,59 +88,7 @@ impl Cluster {
                         ),
                     ));
                 }
-                let listener = net::bind("127.0.0.1:0")?;
-                let mut addresses = vec![local_address(&listener)?];
-                for _ in 0..*workers {
-                    addresses.push(local_address(&net::bind("127.0.0.1:0")?)?);
-                }
-                for process in 1..=*workers {
-                    let mut command = Command::new(binary);
-                    command
-                        .arg("worker")
-                        .arg("--process")
-                        .arg(process.to_string())
-                        .arg("--addresses")
-                        .arg(addresses.join(","))
-                        .arg("--connect-timeout-ms")
-                        .arg(config.connect_timeout.as_millis().to_string())
-                        .stdin(Stdio::null());
-                    if let Some(threads) = config.worker_threads {
-                        command.arg("--threads").arg(threads.to_string());
-                    }
-                    match command.spawn() {
-                        Ok(child) => children.push(child),
-                        Err(e) => {
-                            kill_all(&mut children);
-                            return Err(Error::Cluster {
-                                process: Some(process),
-                                reason: format!("cannot start {}: {e}", binary.display()),
-                            });
-                        }
-                    }
-                }
-                (addresses, listener)
-            }
-        };
-        let hello = Hello::new(0, Vec::new());
-        let mesh = match net::connect(
-            &addresses,
-            0,
-            listener,
-            &hello,
-            config.connect_timeout,
-            &health,
-        ) {
-            Ok(mesh) => mesh,
-            Err(err) => {
-                let exited = exited_children(&mut children);
-                kill_all(&mut children);
-                return Err(match exited {
-                    Some(reason) => Error::Cluster {
-                        process: None,
-                        reason: format!("{err}; {reason}"),
-                    },
-                    None => err,
-                });
+                spawn(config, (*workers, binary), &hello, &health)?
             }
         };
         let workers = mesh
@@ -313,8 +273,8 @@ impl Cluster {
 
     /// Fails if a worker process exited or a connection broke (now or before).
     fn check(&self) -> Result<()> {
-        if let Some(reason) =
-            exited_children(&mut self.children.lock().unwrap_or_else(|p| p.into_inner()))
+        if let Some((_, reason)) =
+            exited_child(&mut self.children.lock().unwrap_or_else(|p| p.into_inner()))
         {
             self.health.fail(reason);
         }
@@ -532,6 +492,91 @@ fn assemble(
     }
 }
 
+/// Starts `workers` processes of `binary` on loopback ports and connects to
+/// them. Each port is picked by binding port 0 and letting it go, so another
+/// socket on the machine may take it before the worker binds it; a worker
+/// that exits before it connects is therefore started again on fresh ports,
+/// up to [`SPAWN_TRIES`] times in all, and the last failure is the error.
+fn spawn(
+    config: &ClusterConfig,
+    (workers, binary): (usize, &std::path::Path),
+    hello: &Hello,
+    health: &Arc<Health>,
+) -> Result<(Vec<String>, net::Mesh, Vec<Child>)> {
+    let mut tries = 1;
+    loop {
+        let listener = net::bind("127.0.0.1:0")?;
+        let mut addresses = vec![local_address(&listener)?];
+        for _ in 0..workers {
+            addresses.push(local_address(&net::bind("127.0.0.1:0")?)?);
+        }
+        let mut children = Vec::new();
+        for process in 1..=workers {
+            let mut command = Command::new(binary);
+            command
+                .arg("worker")
+                .arg("--process")
+                .arg(process.to_string())
+                .arg("--addresses")
+                .arg(addresses.join(","))
+                .arg("--connect-timeout-ms")
+                .arg(config.connect_timeout.as_millis().to_string())
+                .stdin(Stdio::null());
+            if let Some(threads) = config.worker_threads {
+                command.arg("--threads").arg(threads.to_string());
+            }
+            match command.spawn() {
+                Ok(child) => children.push(child),
+                Err(e) => {
+                    kill_all(&mut children);
+                    return Err(Error::Cluster {
+                        process: Some(process),
+                        reason: format!("cannot start {}: {e}", binary.display()),
+                    });
+                }
+            }
+        }
+        let mut exited = false;
+        let mut watch = || {
+            let (process, reason) = exited_child(&mut children)?;
+            exited = true;
+            Some(Error::Cluster {
+                process: Some(process),
+                reason: format!("{reason} before connecting"),
+            })
+        };
+        let connected = net::connect(
+            (&addresses, 0, listener),
+            hello,
+            config.connect_timeout,
+            health,
+            &mut watch,
+        );
+        match connected {
+            Ok(mesh) => return Ok((addresses, mesh, children)),
+            Err(err) => {
+                let late = if exited {
+                    None
+                } else {
+                    exited_child(&mut children)
+                };
+                kill_all(&mut children);
+                if (exited || late.is_some()) && tries < SPAWN_TRIES {
+                    tries += 1;
+                    continue;
+                }
+                return Err(match late {
+                    Some((_, reason)) => Error::Cluster {
+                        process: None,
+                        reason: format!("{err}; {reason}"),
+                    },
+                    None => err,
+                });
+            }
+        }
+    }
+}
+
 fn local_address(listener: &std::net::TcpListener) -> Result<String> {
     listener
         .local_addr()
@@ -542,16 +587,20 @@ fn local_address(listener: &std::net::TcpListener) -> Result<String> {
         })
 }
 
-/// Describes the first started worker that has exited, if any.
-fn exited_children(children: &mut [Child]) -> Option<String> {
+/// The first started worker that has exited, if any: its process number, and
+/// what happened to it.
+fn exited_child(children: &mut [Child]) -> Option<(usize, String)> {
     children
         .iter_mut()
         .enumerate()
         .find_map(|(i, child)| match child.try_wait() {
-            Ok(Some(status)) => Some(format!(
-                "worker process {} (pid {}) exited ({status})",
+            Ok(Some(status)) => Some((
                 i + 1,
-                child.id()
+                format!(
+                    "worker process {} (pid {}) exited ({status})",
+                    i + 1,
+                    child.id()
+                ),
             )),
             _ => None,
         })
@@ -628,12 +677,11 @@ pub fn run_worker(registry: Registry, args: &WorkerArgs) -> Result<()> {
     let listener = net::bind(&addresses[args.process])?;
     let hello = Hello::new(args.process, registry.names());
     let mesh = net::connect(
-        &addresses,
-        args.process,
-        listener,
+        (&addresses, args.process, listener),
         &hello,
         Duration::from_millis(args.connect_timeout_ms),
         &health,
+        &mut || None,
     )?;
     let registry = Arc::new(registry);
     let guards = launch(mesh.links, args.process, move |worker| {

@@ -162,14 +162,15 @@ pub(crate) fn bind(address: &str) -> Result<TcpListener> {
     })
 }
 
-/// Connects process `me` to every other process within `timeout`.
+/// Connects process `me` to every other process within `timeout`, listening on
+/// `listener`. While it waits for the higher processes, `watch` may end the
+/// wait early with an error (the driver's: a worker it started has exited).
 pub(crate) fn connect(
-    addresses: &[String],
-    me: usize,
-    listener: TcpListener,
+    (addresses, me, listener): (&[String], usize, TcpListener),
     hello: &Hello,
     timeout: Duration,
     health: &Arc<Health>,
+    watch: &mut dyn FnMut() -> Option<Error>,
 ) -> Result<Mesh> {
     let deadline = Instant::now() + timeout;
     let mut links: Vec<Option<Link>> = (0..addresses.len()).map(|_| None).collect();
@@ -230,6 +231,9 @@ pub(crate) fn connect(
                 links[peer] = Some(link(stream, peer));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Some(err) = watch() {
+                    return Err(err);
+                }
                 if Instant::now() >= deadline {
                     let missing: Vec<String> = (me + 1..addresses.len())
                         .filter(|&p| links[p].is_none())
