@@ -914,6 +914,27 @@ fn a_failed_drained_fit_leaves_the_frame_whole() {
         assert_eq!(err.to_string(), shared.to_string(), "{what}");
         assert!(drained.equals_missing(&df), "{what}: {drained}");
     }
+    let listed: Vec<(&str, &[&str])> = vec![
+        ("missing feature", &["a", "c"]),
+        ("duplicate feature", &["a", "a"]),
+        ("target as a feature", &["a", "y"]),
+        ("text feature", &["b"]),
+        ("no feature", &[]),
+    ];
+    for (what, features) in listed {
+        let params = KnnRegressor::params(2);
+        let shared = params
+            .fit_frame_with(&text, "y", features)
+            .map(drop)
+            .expect_err(what);
+        let mut drained = text.clone();
+        let err = params
+            .fit_frame_drain_with(&mut drained, "y", features)
+            .map(drop)
+            .expect_err(what);
+        assert_eq!(err.to_string(), shared.to_string(), "{what}");
+        assert!(drained.equals_missing(&text), "{what}: {drained}");
+    }
     let mut labels = train();
     labels
         .with_column(Column::new(

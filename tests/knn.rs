@@ -236,6 +236,22 @@ proptest! {
             prop_assert_eq!(model.features(), shared.features());
             prop_assert!(model.predict_frame(&test)?.equals(&shared.predict_frame(&test)?));
         }
+        // A feature list leaves the other columns out of the model, and drains them too.
+        let some: Vec<String> = (0..dim).step_by(2).map(|j| format!("x{j}")).collect();
+        let some: Vec<&str> = some.iter().map(String::as_str).collect();
+        let shared = KnnRegressor::params(k).fit_frame_with(&chunked, "y", &some)?;
+        let mut drained = chunked.clone();
+        let model = KnnRegressor::params(k).fit_frame_drain_with(&mut drained, "y", &some)?;
+        prop_assert_eq!(drained.width(), 0);
+        prop_assert_eq!(model.features(), shared.features());
+        prop_assert!(model.predict_frame(&test)?.equals(&shared.predict_frame(&test)?));
+        let mut drained = labels(&chunked)?;
+        let model: KnnClassifier<i64> =
+            KnnClassifier::params(k).fit_frame_drain_with(&mut drained, "y", &some)?;
+        let shared: KnnClassifier<i64> =
+            KnnClassifier::params(k).fit_frame_with(&labels(&chunked)?, "y", &some)?;
+        prop_assert_eq!(drained.width(), 0);
+        prop_assert!(model.predict_proba_frame(&test)?.equals(&shared.predict_proba_frame(&test)?));
         let mut drained = labels(&chunked)?;
         let model: KnnClassifier<i64> = KnnClassifier::params(k).fit_frame_drain(&mut drained, "y")?;
         let shared: KnnClassifier<i64> = KnnClassifier::params(k).fit_frame(&labels(&chunked)?, "y")?;

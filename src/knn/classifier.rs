@@ -523,6 +523,29 @@ impl KnnParams<Classification> {
         self.fit_frame_inner(TrainFrame::Shared(df), target, Some(features))
     }
 
+    /// [`fit_frame_with`](Self::fit_frame_with)'s feature list, with
+    /// [`fit_frame_drain`](Self::fit_frame_drain)'s memory: on success every
+    /// column of `df` is gone, the ones that are not features too.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnClassifier;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let mut df = df!("x" => [0.0, 1.0], "id" => [10i64, 20], "c" => ["a", "b"])?;
+    /// let model: KnnClassifier<String> =
+    ///     KnnClassifier::params(1).fit_frame_drain_with(&mut df, "c", &["x"])?;
+    /// assert_eq!((model.features(), df.width()), (&["x".to_owned()][..], 0));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn fit_frame_drain_with<L: FrameLabel>(
+        &self,
+        df: &mut DataFrame,
+        target: &str,
+        features: &[&str],
+    ) -> Result<KnnClassifier<L>> {
+        self.fit_frame_inner(TrainFrame::Drained(df), target, Some(features))
+    }
+
     fn fit_frame_inner<L: FrameLabel>(
         &self,
         frame: TrainFrame<'_>,

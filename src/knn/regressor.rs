@@ -341,6 +341,34 @@ impl KnnParams<Regression> {
         self.fit_frame_inner(TrainFrame::Shared(df), target, Some(features))
     }
 
+    /// [`fit_frame_with`](Self::fit_frame_with)'s feature list, with
+    /// [`fit_frame_drain`](Self::fit_frame_drain)'s memory: on success every
+    /// column of `df` is gone, the ones that are not features too, so a frame
+    /// read with more columns than the model needs is not held twice either.
+    ///
+    /// ```
+    /// use sparkbook::knn::KnnRegressor;
+    /// use sparkbook::polars::prelude::*;
+    ///
+    /// let mut df = df!("a" => [0.0, 1.0], "b" => [5.0, 0.0], "y" => [0.0, 1.0])?;
+    /// let params = KnnRegressor::params(1);
+    /// assert!(params.fit_frame_drain_with(&mut df, "y", &["c"]).is_err());
+    /// assert_eq!(df.width(), 3); // a failed fit leaves the frame as it was
+    /// let model = params.fit_frame_drain_with(&mut df, "y", &["a"])?;
+    /// assert_eq!((model.features(), df.width()), (&["a".to_owned()][..], 0));
+    /// let pred = model.predict_frame(&df!("a" => [0.9])?)?;
+    /// assert_eq!(pred.column("pred")?.f64()?.get(0), Some(1.0));
+    /// # Ok::<(), sparkbook::Error>(())
+    /// ```
+    pub fn fit_frame_drain_with(
+        &self,
+        df: &mut DataFrame,
+        target: &str,
+        features: &[&str],
+    ) -> Result<KnnRegressor> {
+        self.fit_frame_inner(TrainFrame::Drained(df), target, Some(features))
+    }
+
     fn fit_frame_inner(
         &self,
         frame: TrainFrame<'_>,
