@@ -145,6 +145,16 @@ impl TopK {
         }
     }
 
+    /// Asks the memory for the whole heap at once, ahead of a push: a brute
+    /// force's heaps (2,048 queries' at d = 32, 3 MiB) do not stay in cache
+    /// between a query's pushes, and a push's sift then missed at each of its
+    /// ~6 levels one after another (pushes 10% of the time at d = 32, 2.8% with
+    /// this).
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        prefetch(&self.heap);
+    }
+
     fn sift_down(&mut self, mut i: usize) {
         let h = &mut self.heap;
         let n = h.len();
@@ -182,6 +192,26 @@ impl TopK {
         }
         self.heap.clear();
     }
+}
+
+/// Asks the memory for every cache line of `values` without waiting for any,
+/// so the loads that follow overlap instead of missing one after another.
+#[inline]
+pub(super) fn prefetch<T>(values: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let (start, bytes) = (values.as_ptr().cast::<i8>(), std::mem::size_of_val(values));
+        // Every line the bytes touch: each 64 bytes on, and the last byte's.
+        let last = bytes.checked_sub(1);
+        for at in (0..bytes).step_by(64).chain(last) {
+            // SAFETY: a prefetch reads nothing and faults on no address; the
+            // address is inside `values` anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(at)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
 
 #[cfg(test)]
