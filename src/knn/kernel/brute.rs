@@ -397,7 +397,8 @@ fn gemm_packed<T: Lane>(
 /// matrixmultiply's AVX-512 kernel blocks its 512 queries better than
 /// [`sgemm`] (d = 32 on 16 AVX-512 cores: 1.387 against 1.445 s), but where it
 /// has no AVX-512, the in-place kernel, which copies neither operand, is the
-/// faster (d = 32 on 2 AVX2 cores: 13.4 -> 12.2 s, means of two alternations).
+/// faster (d = 32 on 2 AVX2 cores: 14.3 -> 12.2 s, the means of three
+/// alternated medians of 3 predicts).
 fn scan_gemm<T: Lane>(
     shape: (usize, usize, usize),
     a: (&[T], usize),
