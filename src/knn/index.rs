@@ -48,8 +48,10 @@ pub(crate) struct Index {
     metric: Metric,
     algorithm: Algorithm,
     leaf_size: usize,
-    /// Built on first use: only brute-force searches need it.
-    brute: OnceLock<Arc<Brute>>,
+    /// Built on first use: only brute-force searches need it. Shared by the
+    /// index's clones, which hold the same rows: `sc.broadcast(model.clone())`
+    /// in a notebook cell would otherwise build it again on every run.
+    brute: Arc<OnceLock<Brute>>,
 }
 
 /// An index as saved: rows in their original order and the settings.
@@ -176,7 +178,7 @@ impl Index {
             metric,
             algorithm,
             leaf_size,
-            brute: OnceLock::new(),
+            brute: Arc::default(),
         }
     }
 }
@@ -276,7 +278,7 @@ impl Index {
             }
             Rows::Plain(train) => {
                 let points = Points::new(&train.data, train.rows, train.dim);
-                let brute = self.brute.get_or_init(|| Arc::new(Brute::new(points)));
+                let brute = self.brute.get_or_init(|| Brute::new(points));
                 brute.knn(points, None, q, k, self.metric)
             }
         })
@@ -377,5 +379,17 @@ mod tests {
         assert!(sample_prefers_brute(&uniform(PROBE_ROWS + 10, 32), 30, 100));
         assert!(!sample_prefers_brute(&uniform(PROBE_ROWS + 10, 2), 30, 100));
         assert!(!sample_prefers_brute(&uniform(PROBE_ROWS, 32), 30, 100));
+    }
+
+    /// A clone made before any search (a model broadcast as `model.clone()`)
+    /// shares what the first brute-force search builds, with every clone.
+    #[test]
+    fn clones_share_the_brute_force_state() {
+        let index = Index::assemble(uniform(200, 3), Metric::Euclidean, Algorithm::Brute, 30);
+        let (first, second) = (index.clone(), index.clone());
+        assert!(index.brute.get().is_none());
+        first.search(&uniform(5, 3), 4).unwrap();
+        let built = index.brute.get().expect("built by a clone's search");
+        assert!(std::ptr::eq(built, second.brute.get().unwrap()));
     }
 }

@@ -86,6 +86,18 @@ impl TopK {
         }
     }
 
+    /// Empties the heap for a search of the `k` best, keeping its memory.
+    pub(crate) fn reset(&mut self, k: usize) {
+        self.heap.clear();
+        self.heap.reserve(k);
+        self.k = k;
+    }
+
+    /// The memory the heap holds.
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.heap.capacity() * std::mem::size_of::<Entry>()
+    }
+
     pub(crate) fn k(&self) -> usize {
         self.k
     }
