@@ -436,17 +436,30 @@ unsafe fn collect_avx2<T: Lane>(cand: &mut Vec<u64>, g: &[T], t: T, j0: usize) {
     collect_with::<T, true>(cand, g, t, j0);
 }
 
+/// The keys go to `cand`'s spare room, counted in a register: through
+/// `push`, each key loaded and stored the vector's length again (the key's
+/// store may alias it). King County on one thread: the collection 19% -> 17%
+/// of the time (perf), the predict 0.124 -> 0.114 s (means of four alternated
+/// medians of 15).
 /// `AVX2` must be true only where the CPU supports AVX2.
 #[inline(always)]
 fn collect_with<T: Lane, const AVX2: bool>(cand: &mut Vec<u64>, g: &[T], t: T, j0: usize) {
+    cand.reserve(g.len());
+    let spare = cand.spare_capacity_mut();
+    let mut n = 0;
     for (c, chunk) in g.chunks(64).enumerate() {
         let mut bits = at_most::<T, AVX2>(chunk, t);
         while bits != 0 {
             let o = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            cand.push(keyed(chunk[o], j0 + c * 64 + o));
+            spare[n].write(keyed(chunk[o], j0 + c * 64 + o));
+            n += 1;
         }
     }
+    let len = cand.len() + n;
+    // SAFETY: the `n` keys after the old length were written just above
+    // (`n <= g.len()`, the room reserved, as `spare[n]` checks).
+    unsafe { cand.set_len(len) };
 }
 
 #[cfg(test)]
