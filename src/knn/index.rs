@@ -118,12 +118,7 @@ impl Index {
             });
         }
         if metric == Metric::Cosine {
-            if let Some(row) = (0..train.rows).find(|&i| train.row(i).iter().all(|&v| v == 0.0)) {
-                return Err(Error::ZeroVector {
-                    what: "training set",
-                    row,
-                });
-            }
+            no_zero_row(&train, "training set")?;
         }
         let auto_euclidean = algorithm == Algorithm::Auto && metric == Metric::Euclidean;
         let algorithm = match algorithm {
@@ -180,6 +175,15 @@ impl Index {
             leaf_size,
             brute: Arc::default(),
         }
+    }
+}
+
+/// Cosine distance has no value at an all-zero row: the first one, in `what`,
+/// is the error.
+fn no_zero_row(m: &Matrix, what: &'static str) -> Result<()> {
+    match (0..m.rows).find(|&i| m.row(i).iter().all(|&v| v == 0.0)) {
+        Some(row) => Err(Error::ZeroVector { what, row }),
+        None => Ok(()),
     }
 }
 
@@ -262,13 +266,7 @@ impl Index {
     /// training index. The caller has checked `queries` (finite, right width) and k.
     pub(crate) fn search(&self, queries: &Matrix, k: usize) -> Result<Neighbors> {
         if self.metric == Metric::Cosine {
-            if let Some(row) = (0..queries.rows).find(|&i| queries.row(i).iter().all(|&v| v == 0.0))
-            {
-                return Err(Error::ZeroVector {
-                    what: "test set",
-                    row,
-                });
-            }
+            no_zero_row(queries, "test set")?;
         }
         let q = Points::new(&queries.data, queries.rows, queries.dim);
         Ok(match &self.rows {
