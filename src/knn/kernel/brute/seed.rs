@@ -441,6 +441,7 @@ unsafe fn collect_avx2<T: Lane>(cand: &mut Vec<u64>, g: &[T], t: T, j0: usize) {
 /// store may alias it). King County on one thread: the collection 19% -> 17%
 /// of the time (perf), the predict 0.124 -> 0.114 s (means of four alternated
 /// medians of 15).
+///
 /// `AVX2` must be true only where the CPU supports AVX2.
 #[inline(always)]
 fn collect_with<T: Lane, const AVX2: bool>(cand: &mut Vec<u64>, g: &[T], t: T, j0: usize) {
