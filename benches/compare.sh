@@ -4,7 +4,8 @@
 # the tables into BENCHMARKS.md and the chart to benches/compare.html.
 #
 #   bash benches/compare.sh                        # 2 threads, plus a 1-thread scaling pass
-#   bash benches/compare.sh --big                  # adds 1,000,000 x 200,000 at d = 8
+#   bash benches/compare.sh --big                  # adds 1,000,000 x 200,000 at d = 8 (one run
+#                                                  # of each anchor there, up to 15 min each)
 #   bash benches/compare.sh --cases diamonds --no-write
 #
 # Needs the Rust toolchain, Python 3 with venv/pip and Java 17 (Spark's local mode);

@@ -33,6 +33,7 @@ def markdown(info, results, growth):
     stopped = [r for r in results if "stopped_after_s" in r]
     results = [r for r in results if "stopped_after_s" not in r]
     by = {(r["case"], r["system"], r["threads"]): r for r in results}
+    halted = {(r["case"], r["system"], r["threads"]): r["stopped_after_s"] for r in stopped}
     cases = list(dict.fromkeys(r["case"] for r in results))
     gemm = info["gemm"]
     out = [f"Run of {info['date']}: {info['cpus']} cpus, {main} threads per system unless noted; "
@@ -59,15 +60,20 @@ def markdown(info, results, growth):
               if (case, s, main) in by]
         best = min(sk, key=lambda r: r["predict_s"]) if sk else None
         fa, ps = by.get((case, "faiss_flat", main)), by.get((case, "pyspark", main))
-        cell = lambda r: (f"{r['predict_s']:.3f}", fmt_ratio(r["predict_s"] / t)) if r else ("-", "-")
+        # A system stopped at the limit has no time, only "more than the limit"
+        # (fit and start-up included), so it gets no ratio.
+        gone = lambda *systems: next((f"stopped at {halted[(case, s, main)]:.0f}" for s in systems
+                                      if (case, s, main) in halted), "-")
+        cell = lambda r, s: (f"{r['predict_s']:.3f}", fmt_ratio(r["predict_s"] / t)) if r else (gone(s), "-")
         sk_cell = (f"{best['predict_s']:.3f} ({best['system'].removeprefix('sklearn_')})",
-                   fmt_ratio(best["predict_s"] / t)) if best else ("-", "-")
+                   fmt_ratio(best["predict_s"] / t)) if best else (
+                       gone("sklearn_brute", "sklearn_kd_tree", "sklearn_ball_tree"), "-")
         total = lambda r: r["startup_s"] + r["fit_s"] + r["predict_s"]
         start = (f"{total(ours):.3f} / {total(ps):.1f}", fmt_ratio(total(ps) / total(ours))) if ps else ("-", "-")
         mem = ours["peak_rss_bytes"] / data_bytes(meta)
         mem_predict = ours.get("predict_peak_rss_bytes", ours["peak_rss_bytes"]) / data_bytes(meta)
         out.append(f"| {case} | {meta['n_train']:,} x {meta['n_test']:,} x {meta['dim']} | **{t:.3f}** | "
-                   f"{' | '.join(sk_cell)} | {' | '.join(cell(fa))} | {' | '.join(cell(ps))} | "
+                   f"{' | '.join(sk_cell)} | {' | '.join(cell(fa, 'faiss_flat'))} | {' | '.join(cell(ps, 'pyspark'))} | "
                    f"{' | '.join(start)} | {mem:.2f}x / {mem_predict:.2f}x |")
     for case in cases:
         rows = [r for r in results if r["case"] == case and r["threads"] == main]
