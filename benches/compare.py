@@ -87,6 +87,22 @@ def run_system(case, system, threads, repeats, limit_s):
     return measured([str(c) for c in cmd], env=ANCHOR_ENV, limit_s=limit_s)
 
 
+def cpu_description():
+    """The CPU's model and the vector units the kernels choose between: the
+    bf16 products (AMX tiles, AVX-512 BF16) change brute force's speed most."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")),
+                 platform.machine())
+    flags = set(next((l.split(":", 1)[1].split() for l in text.splitlines() if l.startswith("flags")), []))
+    units = [name for flag, name in [("avx2", "AVX2"), ("avx512f", "AVX-512"),
+                                     ("avx512_bf16", "AVX-512 BF16"), ("amx_bf16", "AMX")]
+             if flag in flags]
+    return f"{model}; {', '.join(units) or 'no AVX2'}"
+
+
 def load(case):
     path = DATA / case
     meta = json.load(open(path / "meta.json"))
@@ -158,7 +174,7 @@ def main():
     scaling_systems = a.scaling_systems.split(",")
     info = {
         "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_description(),
         "versions": anchor_versions(systems),
         "threads": a.threads, "gemm": gemm_peak(a.threads),
     }

@@ -36,7 +36,7 @@ def markdown(info, results, growth):
     halted = {(r["case"], r["system"], r["threads"]): r["stopped_after_s"] for r in stopped}
     cases = list(dict.fromkeys(r["case"] for r in results))
     gemm = info["gemm"]
-    out = [f"Run of {info['date']}: {info['cpus']} cpus, {main} threads per system unless noted; "
+    out = [f"Run of {info['date']}: {info['cpus']} cpus ({info['cpu']}), {main} threads per system unless noted; "
            f"{info['versions']}. GEMM rate on this machine ({gemm['threads']} threads, "
            f"matrixmultiply): f32 {gemm['sgemm_gflops']} GFLOP/s, f64 {gemm['dgemm_gflops']} GFLOP/s.",
            "", "### Summary",

@@ -385,12 +385,12 @@ impl PartitionedFrame {
     /// ```
     pub fn zip_with_index(&self) -> Result<PartitionedFrame> {
         const ROW: &str = "row";
-        if let Some(first) = self.parts.first() {
-            if first.columns().iter().any(|c| c.name().as_str() == ROW) {
-                return Err(Error::DuplicateColumn {
-                    name: ROW.to_owned(),
-                });
-            }
+        if let Some(first) = self.parts.first()
+            && first.columns().iter().any(|c| c.name().as_str() == ROW)
+        {
+            return Err(Error::DuplicateColumn {
+                name: ROW.to_owned(),
+            });
         }
         let offsets = self.offsets();
         self.run("zip_with_index", |i, part| {

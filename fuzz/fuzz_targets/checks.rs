@@ -72,19 +72,19 @@ pub fn model_file(bytes: &[u8]) {
             .collect();
         DataFrame::new(3, columns)
     };
-    if let Ok(m) = regressor {
-        if let Ok(df) = frame(m.features()) {
-            let _ = m.predict_frame(&df);
-        }
+    if let Ok(m) = regressor
+        && let Ok(df) = frame(m.features())
+    {
+        let _ = m.predict_frame(&df);
     }
-    if let Ok(m) = classifier {
-        if let Ok(df) = frame(m.features()) {
-            let _ = m.predict_proba_frame(&df);
-        }
+    if let Ok(m) = classifier
+        && let Ok(df) = frame(m.features())
+    {
+        let _ = m.predict_proba_frame(&df);
     }
-    if let Ok(m) = integer {
-        if let Ok(df) = frame(m.features()) {
-            let _ = m.predict_frame(&df);
-        }
+    if let Ok(m) = integer
+        && let Ok(df) = frame(m.features())
+    {
+        let _ = m.predict_frame(&df);
     }
 }

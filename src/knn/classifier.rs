@@ -589,10 +589,10 @@ impl<D: Data<Elem = f64>, L: Label> PredictInplace<ArrayBase<D, Ix2>, Array1<L>>
     for KnnClassifier<L>
 {
     fn predict_inplace(&self, x: &ArrayBase<D, Ix2>, y: &mut Array1<L>) {
-        if let Ok(pred) = self.try_predict(x) {
-            if pred.len() == y.len() {
-                y.assign(&pred);
-            }
+        if let Ok(pred) = self.try_predict(x)
+            && pred.len() == y.len()
+        {
+            y.assign(&pred);
         }
     }
 

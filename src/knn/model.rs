@@ -92,13 +92,13 @@ impl<Task> Core<Task> {
         match frame {
             TrainFrame::Shared(df) => features::matrix(df, names),
             TrainFrame::Drained(df) => {
-                if params.metric == Metric::Cosine {
-                    if let Some(row) = features::first_zero_row(df, names)? {
-                        return Err(Error::ZeroVector {
-                            what: "training set",
-                            row,
-                        });
-                    }
+                if params.metric == Metric::Cosine
+                    && let Some(row) = features::first_zero_row(df, names)?
+                {
+                    return Err(Error::ZeroVector {
+                        what: "training set",
+                        row,
+                    });
                 }
                 features::drain_matrix(df, names)
             }
@@ -170,10 +170,10 @@ impl<Task> Core<Task> {
         if let Some(row) = features::find(df, features::ROW) {
             columns.push(row.clone());
         }
-        if let Some(target) = self.target.as_deref() {
-            if features::find(df, target).is_some() {
-                columns.push(truth(target)?);
-            }
+        if let Some(target) = self.target.as_deref()
+            && features::find(df, target).is_some()
+        {
+            columns.push(truth(target)?);
         }
         columns.push(pred);
         Ok(DataFrame::new(df.height(), columns)?)

@@ -304,15 +304,15 @@ impl<Task> linfa::ParamGuard for KnnParams<Task> {
         if p.leaf_size == 0 {
             return Err(Error::param("leaf_size", "must be at least 1, got 0"));
         }
-        if let Metric::Minkowski(power) = p.metric {
-            if !(power.is_finite() && power >= 1.0) {
-                return Err(Error::param(
-                    "p",
-                    format!(
-                        "the Minkowski power must be a finite number >= 1 (below 1 it is not a distance), got {power}"
-                    ),
-                ));
-            }
+        if let Metric::Minkowski(power) = p.metric
+            && !(power.is_finite() && power >= 1.0)
+        {
+            return Err(Error::param(
+                "p",
+                format!(
+                    "the Minkowski power must be a finite number >= 1 (below 1 it is not a distance), got {power}"
+                ),
+            ));
         }
         if p.metric == Metric::Cosine
             && matches!(p.algorithm, Algorithm::KdTree | Algorithm::BallTree)

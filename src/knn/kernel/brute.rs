@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 use std::thread::LocalKey;
 
-use super::amx::{self, Rows, Tiles};
+use super::bf16::{self, Rows, Tiles};
 use super::metric::{
     CosineDist, Exact, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, distance, fold4,
 };
@@ -140,13 +140,13 @@ impl Brute {
         match self.precision(queries) {
             Some(Precision::F32) => {
                 let seed = self.seeds::<f32>(train);
-                let bf16 = if dim >= amx::MIN_DIM && amx::available() {
+                let halves = if dim >= bf16::MIN_DIM && bf16::available() {
                     Bf16::WhereItPays
                 } else {
                     Bf16::Never
                 };
-                let tiles = (bf16 != Bf16::Never).then(|| self.seed_tiles(train));
-                prefilter::<f32>(train, ids, queries, self, (seed, tiles), bf16, out);
+                let tiles = (halves != Bf16::Never).then(|| self.seed_tiles(train));
+                prefilter::<f32>(train, ids, queries, self, (seed, tiles), halves, out);
             }
             Some(Precision::F64) => {
                 let seed = self.seeds::<f64>(train);
@@ -199,10 +199,10 @@ fn direct<E: Exact>(
             for (qi, (top, limit)) in (q0..q1).zip(tops.iter_mut().zip(&mut limits)) {
                 let q = queries.row(qi);
                 for j in t0..t1 {
-                    if let Some(d) = e.within(q, train.row(j), *limit) {
-                        if top.push(d, id(j)) {
-                            *limit = e.limit_for(top.kth(), dim);
-                        }
+                    if let Some(d) = e.within(q, train.row(j), *limit)
+                        && top.push(d, id(j))
+                    {
+                        *limit = e.limit_for(top.kth(), dim);
                     }
                 }
             }
@@ -253,8 +253,8 @@ trait Lane: Copy + PartialOrd + Default + 'static {
     ) -> bool {
         false
     }
-    /// `v` as this type's values, where it is `f32`: products from the AMX
-    /// tiles (see [`amx`]) serve only an f32 prefilter, whose margin is
+    /// `v` as this type's values, where it is `f32`: products in bf16
+    /// (see [`bf16`]) serve only an f32 prefilter, whose margin is
     /// widened for their bf16 inputs.
     fn from_tiles(v: &[f32]) -> Option<&[Self]>;
     fn to_f32(self) -> f32;
@@ -539,9 +539,9 @@ fn centered_sq(p: Points, mu: &[f64]) -> (f64, f64) {
 /// (see [`seed`]). Which k rows seed the heap is a matter of speed alone:
 /// every row is either pushed or skipped by the bound above.
 ///
-/// # Products on AMX tiles
-/// Where `bf16` allows (f32 only), products may come from bf16 copies of
-/// the packed values (see [`amx`]), the margin widened by [`amx::SLACK`]:
+/// # Products in bf16
+/// Where `halves` allows (f32 only), products may come from bf16 copies of
+/// the packed values (see [`bf16`]), the margin widened by [`bf16::SLACK`]:
 /// the seed's after a group's first batch where [`SEED_TILE_MARGIN_SHARE`]
 /// says so, and a group's products after the seed where
 /// [`TILE_MARGIN_SHARE`] does. Thresholds are derived again whenever the
@@ -552,22 +552,22 @@ fn prefilter<T: Lane>(
     queries: Points,
     stats: &Brute,
     (seeds, seed_tiles): (&SeedRows<T>, Option<&SeedTiles>),
-    bf16: Bf16,
+    halves: Bf16,
     out: &mut Neighbors,
 ) {
     let (n, m, dim) = (train.rows, queries.rows, train.dim);
     let mu = &stats.mu[..];
     let width = dim + 1;
     let group = query_group(width);
-    let bf16 = if T::from_tiles(&[]).is_some() {
-        bf16
+    let halves = if T::from_tiles(&[]).is_some() {
+        halves
     } else {
         Bf16::Never
     };
     let shrink = 1.0 - slack::<T>(dim);
-    let mut seeding = Seeding::new(out.k, seeds, seed_tiles.filter(|_| bf16 != Bf16::Never));
+    let mut seeding = Seeding::new(out.k, seeds, seed_tiles.filter(|_| halves != Bf16::Never));
     let seed = seeding.rows();
-    let mut tiles = (bf16 != Bf16::Never).then(|| {
+    let mut tiles = (halves != Bf16::Never).then(|| {
         let cols = TRAIN_BLOCK.max(seed::MOST_ROWS);
         (
             Tiles::new(dim, group.min(m), cols),
@@ -595,7 +595,7 @@ fn prefilter<T: Lane>(
 
     // Whether the first `n` queries of a group, seeded, take tile products
     // under `share`.
-    let pays = |scan: &Scan<T>, n: usize, share: f64| match bf16 {
+    let pays = |scan: &Scan<T>, n: usize, share: f64| match halves {
         Bf16::Never => false,
         Bf16::WhereItPays => {
             let (qnorm, limits) = (&scan.qnorm[..n], &scan.limits[..n]);
@@ -630,7 +630,7 @@ fn prefilter<T: Lane>(
         scan.shrink = shrink;
         let seed_tiles = tiles
             .as_mut()
-            .map(|(tiles, _)| (tiles, shrink - amx::SLACK));
+            .map(|(tiles, _)| (tiles, shrink - bf16::SLACK));
         seeding.run(
             &mut scan,
             queries,
@@ -641,7 +641,7 @@ fn prefilter<T: Lane>(
         );
         let on_tiles = pays(&scan, qn, TILE_MARGIN_SHARE);
         if on_tiles {
-            scan.shrink = shrink - amx::SLACK;
+            scan.shrink = shrink - bf16::SLACK;
         }
         // The seed may have left thresholds in either margin.
         for i in 0..qn {
@@ -654,11 +654,11 @@ fn prefilter<T: Lane>(
                 for j in 0..tn {
                     rows.pack(j, train.row(t0 + j), mu, scan.shrink);
                 }
-                for i0 in (0..qn).step_by(amx::STRIP) {
+                for i0 in (0..qn).step_by(bf16::STRIP) {
                     let (prod, stride) = tiles.products(rows, i0, (0, tn));
                     // Some: `tiles` is on only for f32.
                     if let Some(prod) = T::from_tiles(prod) {
-                        for b in 0..amx::STRIP.min(qn - i0) {
+                        for b in 0..bf16::STRIP.min(qn - i0) {
                             let (i, g) = (i0 + b, &prod[b * stride..][..tn]);
                             scan.pass(i, queries.row(q0 + i), g, t0, None);
                         }
@@ -728,7 +728,7 @@ fn sized<T: Default + Clone>(v: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut v[..len]
 }
 
-/// Whether a call's products may come from AMX tiles in bf16.
+/// Whether a call's products may come from bf16 copies (see [`bf16`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Bf16 {
     Never,
@@ -741,7 +741,7 @@ enum Bf16 {
 
 /// The most of a query's k-th squared distance that the bf16 margin may
 /// take for tiles to pay. The margin lets through every row within
-/// `amx::SLACK (|x'|^2 + |y'|^2)` of the k-th squared distance, each costing
+/// `bf16::SLACK (|x'|^2 + |y'|^2)` of the k-th squared distance, each costing
 /// an exact distance: uniform d = 32, 1M rows (margin ~2% of it: 0.064 of
 /// 2.93) took 1.35x the exact distances of f32 products and ran 1.7x
 /// faster; King County's last 906 rows after the seed (d = 18, ~9%: 0.33 of
@@ -765,7 +765,7 @@ fn tiles_pay(qnorm: &[f64], limits: &[f64], train_mean_sq: f64, share: f64) -> b
     let narrow = qnorm
         .iter()
         .zip(limits)
-        .filter(|&(q, l)| amx::SLACK * (q + train_mean_sq) <= share * l)
+        .filter(|&(q, l)| bf16::SLACK * (q + train_mean_sq) <= share * l)
         .count();
     2 * narrow > qnorm.len()
 }
@@ -1267,17 +1267,17 @@ mod tests {
         want: &Neighbors,
         what: &str,
     ) {
-        let tiles = if amx::available() {
+        let tiles = if bf16::available() {
             Bf16::Always
         } else {
             Bf16::Never
         };
-        for bf16 in [Bf16::Never, tiles] {
+        for how in [Bf16::Never, tiles] {
             let mut got = Neighbors::for_call(tp, qp, want.k);
             let seeds = SeedRows::<f32>::first(tp, &stats.mu, seed);
             let tiles = SeedTiles::first(tp, &stats.mu, seed);
-            prefilter(tp, None, qp, stats, (&seeds, Some(&tiles)), bf16, &mut got);
-            assert_eq!(&got, want, "f32, {what}, {bf16:?}");
+            prefilter(tp, None, qp, stats, (&seeds, Some(&tiles)), how, &mut got);
+            assert_eq!(&got, want, "f32, {what}, {how:?}");
         }
         let mut got = Neighbors::for_call(tp, qp, want.k);
         let seeds = SeedRows::<f64>::first(tp, &stats.mu, seed);

@@ -2,7 +2,7 @@
 //! training distance by (distance, index), whatever the algorithm or the way queries
 //! are batched, so predictions do not depend on partitioning.
 
-mod amx;
+mod bf16;
 mod brute;
 mod kdtree;
 mod metric;

@@ -15,7 +15,7 @@
 
 use std::collections::BinaryHeap;
 
-use super::super::amx::{self, Rows, Tiles};
+use super::super::bf16::{self, Rows, Tiles};
 use super::super::metric::Points;
 use super::{Lane, PAD, Scan, at_most, gemm_packed, pack_row, slack};
 
@@ -24,13 +24,13 @@ use super::{Lane, PAD, Scan, at_most, gemm_packed, pack_row, slack};
 const MAX_ROWS: usize = 16 * 1024;
 /// Bytes the packed seed rows may take: wide rows seed from fewer of them.
 const MAX_BYTES: usize = 2 << 20;
-/// Queries seeded together: one strip of AMX tiles.
-const BATCH: usize = amx::STRIP;
+/// Queries seeded together: one strip of bf16 products.
+const BATCH: usize = bf16::STRIP;
 /// Seed rows whose products a batch takes at once from [`gemm_packed`]: `BATCH x
 /// CHUNK` f32 fill 32 KiB, which stay in L1 while they are collected. King
 /// County's seed ran 10% faster than with 1,024 rows (128 KiB, in L2).
 const CHUNK: usize = 256;
-/// [`CHUNK`] for the AMX tiles, which took 1,024 rows a call 5-10% faster
+/// [`CHUNK`] for the bf16 products, which took 1,024 rows a call 5-10% faster
 /// than 256 (d = 32 on 16 cores).
 const TILE_CHUNK: usize = 1024;
 /// Products sampled per query to guess its bound.
@@ -101,7 +101,7 @@ impl<T: Lane> SeedRows<T> {
     }
 }
 
-/// The seed rows in bf16 for the AMX tiles, with the bf16 margin's shrink
+/// The seed rows in bf16 for the bf16 products, with the bf16 margin's shrink
 /// (f32 prefilter only).
 #[derive(Clone, Debug)]
 pub(in crate::knn::kernel) struct SeedTiles {
@@ -117,7 +117,7 @@ impl SeedTiles {
 
     /// The first `rows` rows of `train`.
     pub(super) fn first(train: Points, mu: &[f64], rows: usize) -> SeedTiles {
-        let shrink = 1.0 - slack::<f32>(train.dim) - amx::SLACK;
+        let shrink = 1.0 - slack::<f32>(train.dim) - bf16::SLACK;
         let step = sample_step(rows);
         let pack = |rows: &[usize]| {
             let mut tiles = Rows::new(train.dim, rows.len());
@@ -137,7 +137,7 @@ impl SeedTiles {
 enum Source<'a, T> {
     /// [`gemm_packed`], with rows packed feature by feature.
     Gemm(&'a SeedRows<T>),
-    /// AMX tiles, the group's queries packed in the [`Tiles`].
+    /// bf16 products, the group's queries packed in the [`Tiles`].
     Tiles(&'a mut Tiles, &'a SeedTiles),
 }
 
@@ -345,12 +345,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
                     seeded[e as u32 as usize / 64] = 0;
                 }
             }
-            if b0 == 0 {
-                if let Some(((tiles, bf16_shrink), seeds)) = tiles.take().filter(|_| pays(scan, bn))
-                {
-                    bf16 = Some(Source::Tiles(tiles, seeds));
-                    scan.shrink = bf16_shrink;
-                }
+            if b0 == 0
+                && let Some(((tiles, bf16_shrink), seeds)) = tiles.take().filter(|_| pays(scan, bn))
+            {
+                bf16 = Some(Source::Tiles(tiles, seeds));
+                scan.shrink = bf16_shrink;
             }
         }
         scan.shrink = shrink;

@@ -1,4 +1,5 @@
-//! Brute force's prefilter products in bf16 on Intel AMX tiles.
+//! Brute force's prefilter products in bf16: on Intel AMX tiles, or with
+//! AVX-512 BF16 where the CPU has no AMX.
 //!
 //! At d = 32 the f32 GEMM was 58% of brute force's time, running its FMAs at
 //! the core's peak (perf), so only cheaper products could make it faster.
@@ -6,15 +7,23 @@
 //! one instruction, 2.5-3x the f32 GEMM's rate per core on products of 32
 //! terms (measured: 280-360 GFLOP/s of d = 32 work against matrixmultiply's
 //! AVX-512 ~120), bound by storing the f32 results, not by the products.
+//! AVX-512 BF16's `vdpbf16ps` multiplies 16 pairs of bf16 and adds them to 16
+//! f32 sums, twice the rate of the f32 FMAs on the same vectors (Zen 4: 57.7
+//! against 26.7 G multiply-adds a second per core).
 //!
 //! The products only decide which training rows to skip, so exactness needs
 //! nothing but a wider error margin ([`SLACK`]); every survivor is still
-//! measured by the reference distance.
+//! measured by the reference distance. Both units read the same layouts
+//! ([`Rows`], [`Tiles`]) and round alike.
 //!
-//! AMX needs Linux's permission (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), asked once
-//! per process; where the CPU lacks AMX, the kernel refuses, or
-//! `SPARKBOOK_AMX=0` is set, brute force keeps its f32 GEMM. Rust has no
-//! stable AMX intrinsics, so the few instructions are written as `asm!`.
+//! Brute force keeps its f32 GEMM where neither unit is there (no AMX, or
+//! Linux refuses it, and no AVX-512 BF16) or `SPARKBOOK_BF16=0` is set;
+//! `SPARKBOOK_AMX=0` turns off AMX alone.
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Added to the f32 prefilter's slack (see `brute::prefilter`) when its
 /// products come from bf16 inputs. Rounding an f32 input to bf16 moves it by
@@ -30,7 +39,9 @@ pub(crate) const SLACK: f64 = 1.5 * (1.0 / 128.0 + 1.0 / 65536.0);
 /// Rows narrower than this keep the f32 GEMM: a tile product takes 32 values
 /// whatever the width, and storing its results costs the same, while the
 /// GEMM's work shrinks with the rows. One thread, 1M x 20k: d = 32 18.5 ->
-/// 11.0 s on tiles, d = 8 7.0 -> 8.1 s.
+/// 11.0 s on tiles, d = 8 7.0 -> 8.1 s. AVX-512 BF16's work does shrink with
+/// the rows, but at d = 8 it gained nothing either (`Brute`, 2 threads on
+/// Zen 4: 3.47 s against 3.48, within the noise), so one threshold serves both.
 pub(crate) const MIN_DIM: usize = 17;
 
 /// Values per tile row: 32 bf16 = 64 bytes, also the width of one f32 tile
@@ -42,10 +53,53 @@ const EDGE: usize = 16;
 /// (32 x 256 f32, 32 KiB) stay in L1 until they are scanned.
 pub(crate) const STRIP: usize = 2 * EDGE;
 
-/// Whether products can run on AMX tiles here: asked once per process.
+/// What takes the bf16 products.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Unit {
+    /// AMX tiles, 16 x 32 by 32 x 16 in one instruction.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    Amx,
+    /// AVX-512 BF16's `vdpbf16ps`: 16 pairs a vector, twice the rate of
+    /// the f32 FMAs on the same vectors (Zen 4, measured 57.7 against 26.7
+    /// G multiply-adds a second per core).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The unit, asked once per process: AMX where the CPU has it and the
+/// kernel allows it, else AVX-512 BF16.
+fn unit() -> Option<Unit> {
+    static UNIT: std::sync::OnceLock<Option<Unit>> = std::sync::OnceLock::new();
+    *UNIT.get_or_init(|| {
+        let off = |var| std::env::var(var).as_deref() == Ok("0");
+        if off("SPARKBOOK_BF16") {
+            return None;
+        }
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        if !off("SPARKBOOK_AMX") && amx::enable() {
+            return Some(Unit::Amx);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if avx512::available() {
+            return Some(Unit::Avx512);
+        }
+        None
+    })
+}
+
+/// Whether products can run in bf16 here.
 pub(crate) fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var("SPARKBOOK_AMX").as_deref() != Ok("0") && imp::enable())
+    unit().is_some()
+}
+
+/// Values per packed row for rows of `dim`: whole tiles for AMX, whole
+/// pairs for AVX-512 (whose work grows with the pairs, not the tiles).
+fn padded(dim: usize) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if unit() == Some(Unit::Amx) {
+        return dim.div_ceil(K_TILE) * K_TILE;
+    }
+    dim.div_ceil(2) * 2
 }
 
 /// Training rows in bf16, laid out as a tile's right operand, each with the
@@ -62,7 +116,7 @@ pub(crate) struct Rows {
 impl Rows {
     /// Room for `rows` rows of `dim` values.
     pub(crate) fn new(dim: usize, rows: usize) -> Rows {
-        let kp = dim.div_ceil(K_TILE) * K_TILE;
+        let kp = padded(dim);
         let cols = rows.div_ceil(STRIP) * STRIP;
         Rows {
             kp,
@@ -84,8 +138,7 @@ impl Rows {
         for (t, (&v, &c)) in x.iter().zip(mu).enumerate() {
             let s = v - c;
             sq += s * s;
-            let (k, pair) = (t / K_TILE, t % K_TILE);
-            self.train[base + (k * EDGE + pair / 2) * 2 * EDGE + pair % 2] = bf16(s as f32);
+            self.train[base + t / 2 * 2 * EDGE + t % 2] = bf16(s as f32);
         }
         self.init[j] = (shrink * sq) as f32;
     }
@@ -110,7 +163,7 @@ impl Tiles {
     /// Room for `queries` queries of `dim` values, and products with up to
     /// `train` rows at a time.
     pub(crate) fn new(dim: usize, queries: usize, train: usize) -> Tiles {
-        let kp = dim.div_ceil(K_TILE) * K_TILE;
+        let kp = padded(dim);
         let cols = train.div_ceil(STRIP) * STRIP;
         Tiles {
             kp,
@@ -138,10 +191,10 @@ impl Tiles {
         i0: usize,
         (j0, n): (usize, usize),
     ) -> (&[f32], usize) {
-        assert!(i0 % STRIP == 0 && (i0 + STRIP) * self.kp <= self.queries.len());
+        assert!(i0.is_multiple_of(STRIP) && (i0 + STRIP) * self.kp <= self.queries.len());
         assert_eq!(rows.kp, self.kp, "Tiles::products: rows of another width");
         let cols = n.div_ceil(STRIP) * STRIP;
-        assert!(j0 % STRIP == 0 && cols <= self.cols && j0 + cols <= rows.cols());
+        assert!(j0.is_multiple_of(STRIP) && cols <= self.cols && j0 + cols <= rows.cols());
         // One tile row (64 bytes) more than the products: at a pitch of 4
         // KiB, a tile's 16 rows all fell into one L1 set.
         let pitch = cols + EDGE;
@@ -150,8 +203,16 @@ impl Tiles {
         // buffers: STRIP query rows from `i0`, `cols` training rows from `j0`
         // (whole tiles of `EDGE` rows), a `STRIP x cols` result with stride
         // `pitch`.
+        type Strip = unsafe fn(*const u16, usize, *const u16, *const f32, usize, *mut f32, usize);
+        let strip: Strip = match unit() {
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            Some(Unit::Amx) => amx::strip,
+            #[cfg(target_arch = "x86_64")]
+            Some(Unit::Avx512) => avx512::strip,
+            None => unreachable!("Tiles are made only where `available()`"),
+        };
         unsafe {
-            imp::strip(
+            strip(
                 self.queries[i0 * self.kp..].as_ptr(),
                 self.kp,
                 rows.train[j0 * self.kp..].as_ptr(),
@@ -171,140 +232,6 @@ fn bf16(x: f32) -> u16 {
     let x = if x.is_subnormal() { 0.0 * x } else { x };
     let b = x.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod imp {
-    use std::arch::asm;
-    use std::arch::x86_64::__cpuid_count;
-
-    use super::{EDGE, K_TILE};
-
-    /// CPUID leaf 7's AMX-BF16 and AMX-TILE bits, then the kernel's permission
-    /// to use the tile data (refused where the OS does not manage it).
-    pub(super) fn enable() -> bool {
-        // CPUID leaf 7 exists on every x86-64 CPU that has AMX; on older ones it
-        // reads as zeros.
-        let edx = __cpuid_count(7, 0).edx;
-        const AMX_BF16: u32 = 1 << 22;
-        const AMX_TILE: u32 = 1 << 24;
-        if edx & (AMX_BF16 | AMX_TILE) != AMX_BF16 | AMX_TILE {
-            return false;
-        }
-        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-        const XFEATURE_XTILEDATA: libc::c_long = 18;
-        // SAFETY: a plain system call with integer arguments.
-        unsafe {
-            libc::syscall(
-                libc::SYS_arch_prctl,
-                ARCH_REQ_XCOMP_PERM,
-                XFEATURE_XTILEDATA,
-            ) == 0
-        }
-    }
-
-    /// The tile shapes: palette 1, eight tiles of 16 rows x 64 bytes.
-    #[repr(C, align(64))]
-    struct Config([u8; 64]);
-
-    /// `c[b][j] = init[j] + sum_t a[b][t] * train_j[t]` for `b < 32`,
-    /// `j < cols` (a multiple of 32), in 2 x 2 blocks of 16 x 16 tiles:
-    /// tmm0-3 accumulate, tmm4-5 hold queries, tmm6-7 training rows.
-    ///
-    /// # Safety
-    /// AMX must be enabled ([`enable`]); `a` must hold 32 rows of `kp` bf16,
-    /// `train` `cols / 16` tiles of `kp x 16` bf16, `init` `cols` f32, `c` 32
-    /// rows of `stride >= cols` f32.
-    pub(super) unsafe fn strip(
-        a: *const u16,
-        kp: usize,
-        train: *const u16,
-        init: *const f32,
-        cols: usize,
-        c: *mut f32,
-        stride: usize,
-    ) {
-        let mut config = Config([0; 64]);
-        config.0[0] = 1;
-        for t in 0..8 {
-            config.0[16 + 2 * t] = 64;
-            config.0[48 + t] = EDGE as u8;
-        }
-        let a_row = kp * 2;
-        let tile_bytes = EDGE * a_row;
-        let c_row = stride * 4;
-        // SAFETY: the caller's promises; every tile load and store below stays
-        // within the buffers they describe, and the tiles are released at the end.
-        unsafe {
-            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack));
-            let (a0, a1) = (a.cast::<u8>(), a.cast::<u8>().add(EDGE * a_row));
-            for j in (0..cols).step_by(2 * EDGE) {
-                asm!(
-                    "tileloadd tmm0, [{init} + {zero}*1]",
-                    "tileloadd tmm1, [{init} + {zero}*1 + 64]",
-                    "tileloadd tmm2, [{init} + {zero}*1]",
-                    "tileloadd tmm3, [{init} + {zero}*1 + 64]",
-                    init = in(reg) init.add(j),
-                    zero = in(reg) 0usize,
-                    options(nostack),
-                );
-                let b0 = train.cast::<u8>().add(j / EDGE * tile_bytes);
-                for k in (0..a_row).step_by(2 * K_TILE) {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {a_row}*1]",
-                        "tileloadd tmm5, [{a1} + {a_row}*1]",
-                        "tileloadd tmm6, [{b0} + {b_row}*1]",
-                        "tileloadd tmm7, [{b1} + {b_row}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(k),
-                        a1 = in(reg) a1.add(k),
-                        b0 = in(reg) b0.add(k * EDGE),
-                        b1 = in(reg) b0.add(tile_bytes + k * EDGE),
-                        a_row = in(reg) a_row,
-                        b_row = in(reg) 64usize,
-                        options(nostack),
-                    );
-                }
-                let c0 = c.add(j).cast::<u8>();
-                asm!(
-                    "tilestored [{c0} + {c_row}*1], tmm0",
-                    "tilestored [{c0} + {c_row}*1 + 64], tmm1",
-                    "tilestored [{c1} + {c_row}*1], tmm2",
-                    "tilestored [{c1} + {c_row}*1 + 64], tmm3",
-                    c0 = in(reg) c0,
-                    c1 = in(reg) c0.add(EDGE * c_row),
-                    c_row = in(reg) c_row,
-                    options(nostack),
-                );
-            }
-            asm!("tilerelease", options(nostack));
-        }
-    }
-}
-
-/// No AMX off x86-64 Linux.
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-mod imp {
-    pub(super) fn enable() -> bool {
-        false
-    }
-
-    /// # Safety
-    /// Never called: [`enable`] is false.
-    pub(super) unsafe fn strip(
-        _: *const u16,
-        _: usize,
-        _: *const u16,
-        _: *const f32,
-        _: usize,
-        _: *mut f32,
-        _: usize,
-    ) {
-        unreachable!("AMX is never enabled on this target")
-    }
 }
 
 #[cfg(test)]
