@@ -46,6 +46,7 @@ pub(crate) const MIN_DIM: usize = 17;
 
 /// Values per tile row: 32 bf16 = 64 bytes, also the width of one f32 tile
 /// row (16 values).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 const K_TILE: usize = 32;
 /// Rows of a tile, and f32 columns of a result tile.
 const EDGE: usize = 16;
@@ -106,7 +107,7 @@ fn padded(dim: usize) -> usize {
 /// value its products start from.
 #[derive(Clone, Debug)]
 pub(crate) struct Rows {
-    /// Values per row, `dim` padded to whole tiles.
+    /// Values per row, `dim` [`padded`] for the unit.
     kp: usize,
     /// The rows in the tiles' pair layout (see [`Rows::pack`]).
     train: Vec<u16>,

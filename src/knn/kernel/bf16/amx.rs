@@ -3,6 +3,7 @@
 //! AMX needs Linux's permission (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), asked once
 //! per process. Rust has no stable AMX intrinsics, so the few instructions are
 //! written as `asm!`.
+
 use std::arch::asm;
 use std::arch::x86_64::__cpuid_count;
 

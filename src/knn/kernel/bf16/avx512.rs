@@ -1,5 +1,6 @@
 //! The products with AVX-512 BF16, where the CPU has no AMX (AMD Zen 4 and
 //! later, Intel Cooper Lake).
+
 use std::arch::x86_64::*;
 
 use super::{EDGE, STRIP};
@@ -8,12 +9,13 @@ use super::{EDGE, STRIP};
 /// keeps in registers: 8 x 2 accumulators, 2 training vectors.
 const ROWS: usize = 8;
 
+/// Whether the CPU has the instructions [`strip`] needs.
 pub(super) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bf16")
 }
 
-/// [`super::amx::strip`]'s products, from the same layouts: a training
+/// The products AMX's `strip` takes, from the same layouts: a training
 /// tile's row `p` (64 bytes) holds values `2p, 2p + 1` of its 16 rows,
 /// which is `vdpbf16ps`'s pairing, and each query's pair is broadcast.
 /// `vdpbf16ps` rounds once per term, flushes subnormals and rounds to
