@@ -102,7 +102,7 @@ fn checked_f64(df: &DataFrame, name: &str) -> Result<Float64Chunked> {
     }
     let cast = col.cast(&DataType::Float64)?;
     let values = cast.f64()?;
-    if let Some(at) = values.iter().position(|v| !v.is_some_and(f64::is_finite)) {
+    if let Some(at) = first_missing_or_infinite(values) {
         return Err(Error::InvalidValue {
             column: name.to_owned(),
             row: row_label(df, at),
@@ -110,6 +110,38 @@ fn checked_f64(df: &DataFrame, name: &str) -> Result<Float64Chunked> {
         });
     }
     Ok(values.clone())
+}
+
+/// The position of the first null, NaN or infinity of `values`, if any.
+///
+/// Chunk by chunk, on the values' slices: an `Option` per value through the
+/// column's iterator made this check the largest part of King County's fit
+/// after the tree (16% of the samples).
+fn first_missing_or_infinite(values: &Float64Chunked) -> Option<usize> {
+    /// Values checked at once, with no early exit, so the check vectorizes.
+    const BLOCK: usize = 256;
+    let mut offset = 0;
+    for chunk in values.downcast_iter() {
+        let found = if chunk.validity().is_some_and(|v| v.unset_bits() > 0) {
+            chunk.iter().position(|v| !v.is_some_and(|v| v.is_finite()))
+        } else {
+            let finite = |block: &[f64]| block.iter().fold(true, |ok, v| ok & v.is_finite());
+            let blocks = chunk.values().chunks(BLOCK);
+            blocks
+                .enumerate()
+                .find(|(_, b)| !finite(b))
+                .and_then(|(c, b)| {
+                    b.iter()
+                        .position(|v| !v.is_finite())
+                        .map(|at| c * BLOCK + at)
+                })
+        };
+        if let Some(at) = found {
+            return Some(offset + at);
+        }
+        offset += chunk.len();
+    }
+    None
 }
 
 /// One numeric column as finite `f64`s.
@@ -232,4 +264,58 @@ pub(crate) fn check_features(
     Err(Error::FeatureMismatch {
         reason: reason.join("; "),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nulls, NaN and infinities before, at and after a block's edges, in a
+    /// column of several chunks: the first one's position, as the plain
+    /// iterator finds it.
+    #[test]
+    fn the_first_missing_or_infinite_value_is_found_in_any_chunk() {
+        let bad = [
+            None,
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(f64::NEG_INFINITY),
+        ];
+        for chunks in [vec![700], vec![300, 1, 400], vec![256, 256, 3]] {
+            let n: usize = chunks.iter().sum();
+            for at in [0, 1, 255, 256, 257, 299, 300, 301, 511, 512, n - 1] {
+                for (v, &value) in bad.iter().enumerate() {
+                    let mut values: Vec<Option<f64>> =
+                        (0..n).map(|i| Some(i as f64 - 9.5)).collect();
+                    values[at] = value;
+                    // A second bad value later must not be the one reported.
+                    if at + 1 < n {
+                        values[n - 1] = bad[(v + 1) % bad.len()];
+                    }
+                    let mut parts = chunks.iter().scan(0, |start, &len| {
+                        let part = &values[*start..*start + len];
+                        *start += len;
+                        Some(Float64Chunked::from_iter_options(
+                            "x".into(),
+                            part.iter().copied(),
+                        ))
+                    });
+                    let mut column = parts.next().unwrap();
+                    for part in parts {
+                        column.append(&part).unwrap();
+                    }
+                    assert_eq!(column.chunks().len(), chunks.len());
+                    let want = column.iter().position(|v| !v.is_some_and(f64::is_finite));
+                    assert_eq!(want, Some(at));
+                    assert_eq!(
+                        first_missing_or_infinite(&column),
+                        want,
+                        "{chunks:?} {at} {value:?}"
+                    );
+                }
+            }
+        }
+        let clean = Float64Chunked::from_vec("x".into(), (0..1000).map(f64::from).collect());
+        assert_eq!(first_missing_or_infinite(&clean), None);
+    }
 }

@@ -20,7 +20,7 @@ use super::brute::brute_knn;
 use super::metric::{
     Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_rows, fold_until,
 };
-use super::select::{Neighbors, TopK};
+use super::select::{Neighbors, TopK, entry};
 
 #[cfg(target_arch = "x86_64")]
 mod group;
@@ -41,6 +41,11 @@ const SAMPLE: usize = 16;
 /// the nearest leaves best first, through a priority queue, took as many
 /// instructions and more time in branches.
 const SEED: usize = 2;
+/// Nodes of at most this many rows select their median on keys gathered
+/// into one array (see [`build_node`]), whose 16 bytes a row would have
+/// been 16 MB more at the fit's peak at 1M rows: larger ones, the top few
+/// levels, compare in place.
+const KEYED: usize = 1 << 13;
 /// Queries searched together where the CPU allows (see `group`): one per
 /// lane of an AVX2 vector of `f64`.
 const LANES: usize = 4;
@@ -109,6 +114,7 @@ impl KdTree {
             ids: &mut ids,
             nodes: &mut nodes,
             kids: &mut kids,
+            keys: Vec::with_capacity(rows.min(KEYED)),
         };
         build_node(train, &mut parts, 0, rows, leaf_size.max(1), None);
         permute_rows(&mut data, dim, &ids);
@@ -303,6 +309,8 @@ struct Parts<'a> {
     ids: &'a mut [u32],
     nodes: &'a mut Vec<Node>,
     kids: &'a mut Vec<f32>,
+    /// A node's rows keyed for its median split: see [`build_node`].
+    keys: Vec<u128>,
 }
 
 /// Builds the subtree over `ids[start..end]` in pre-order and returns its node.
@@ -325,13 +333,7 @@ fn build_node(
         kids: 0,
     });
     let dim = train.dim;
-    let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
-    for &p in &parts.ids[start..end] {
-        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(train.row(p as usize)) {
-            *l = l.min(v);
-            *h = h.max(v);
-        }
-    }
+    let (lo, hi) = tight_box(train, &parts.ids[start..end]);
     if let Some((pair, side)) = slot {
         let at = pair * 4 * dim;
         for t in 0..dim {
@@ -349,10 +351,23 @@ fn build_node(
         }
         let mid = start + (end - start) / 2;
         // Index tie-break makes the layout a pure function of the data.
+        let ids = &mut parts.ids[start..end];
         let coord = |p: u32| train.data[p as usize * dim + axis];
-        parts.ids[start..end].select_nth_unstable_by(mid - start, |&a, &b| {
-            coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
-        });
+        if ids.len() <= KEYED {
+            // The coordinate and the index in one integer: the selection
+            // then compares integers in one array, where the comparator
+            // fetches both rows' coordinates from anywhere in the matrix.
+            parts.keys.clear();
+            parts.keys.extend(ids.iter().map(|&p| entry(coord(p), p)));
+            parts.keys.select_nth_unstable(mid - start);
+            for (id, &key) in ids.iter_mut().zip(&parts.keys) {
+                *id = key as u32;
+            }
+        } else {
+            ids.select_nth_unstable_by(mid - start, |&a, &b| {
+                coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
+            });
+        }
         let pair = parts.kids.len() / (4 * dim);
         parts.kids.resize((pair + 1) * 4 * dim, 0.0);
         parts.nodes[id].kids = pair as u32;
@@ -361,6 +376,35 @@ fn build_node(
         parts.nodes[id].right = right;
     }
     id as u32
+}
+
+/// The least and greatest value of each dimension over the rows `ids`.
+///
+/// Four rows are merged before each update of the box, whose values stay in
+/// memory for any `dim`: one row at a time, each update waited for the
+/// previous row's store (the fit of King County spent most of its tree
+/// build here).
+fn tight_box(train: Points, ids: &[u32]) -> (Vec<f64>, Vec<f64>) {
+    let dim = train.dim;
+    let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
+    // The values are finite (checked at fit), so these are min and max.
+    let least = |a: f64, b: f64| if b < a { b } else { a };
+    let most = |a: f64, b: f64| if b > a { b } else { a };
+    let mut quads = ids.chunks_exact(4);
+    for quad in &mut quads {
+        let [a, b, c, d] = [0, 1, 2, 3].map(|j| train.row(quad[j] as usize));
+        for t in 0..dim {
+            lo[t] = least(lo[t], least(least(a[t], b[t]), least(c[t], d[t])));
+            hi[t] = most(hi[t], most(most(a[t], b[t]), most(c[t], d[t])));
+        }
+    }
+    for &p in quads.remainder() {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(train.row(p as usize)) {
+            *l = least(*l, v);
+            *h = most(*h, v);
+        }
+    }
+    (lo, hi)
 }
 
 /// `[lo, hi]` in `f32`, rounded outward: the nearest `f32`s at most `lo` and
@@ -571,6 +615,24 @@ mod tests {
         }
 
         /// The stored corners hold every value, as tightly as `f32` allows.
+        /// Any subset of rows, in any order and of any length (whole groups
+        /// of four or not): each dimension's least and greatest value.
+        #[test]
+        fn tight_boxes_hold_the_rows_extremes(
+            (rows, dim, train) in (1usize..40, 1usize..7)
+                .prop_flat_map(|(r, d)| (Just(r), Just(d), matrix(r, d))),
+            picks in prop::collection::vec(any::<prop::sample::Index>(), 1..30),
+        ) {
+            let ids: Vec<u32> = picks.iter().map(|p| p.index(rows) as u32).collect();
+            let points = Points::new(&train, rows, dim);
+            let (lo, hi) = tight_box(points, &ids);
+            for t in 0..dim {
+                let column = ids.iter().map(|&p| points.row(p as usize)[t]);
+                prop_assert_eq!(lo[t], column.clone().fold(f64::INFINITY, f64::min));
+                prop_assert_eq!(hi[t], column.fold(f64::NEG_INFINITY, f64::max));
+            }
+        }
+
         #[test]
         fn boxes_round_outward(v in prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO) {
             let (l, h) = outward(v, v);

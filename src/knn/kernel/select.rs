@@ -56,7 +56,7 @@ type Entry = u128;
 const SIGN: u64 = 1 << 63;
 
 #[inline(always)]
-fn entry(dist: f64, idx: u32) -> Entry {
+pub(super) fn entry(dist: f64, idx: u32) -> Entry {
     let b = dist.to_bits();
     // Negative floats order backwards by their bits: flip them all; flip only the
     // sign of the others so they sort above every negative one.
