@@ -42,9 +42,9 @@ const SAMPLE: usize = 16;
 /// instructions and more time in branches.
 const SEED: usize = 2;
 /// Nodes of at most this many rows select their median on keys gathered
-/// into one array (see [`build_node`]), whose 16 bytes a row would have
-/// been 16 MB more at the fit's peak at 1M rows: larger ones, the top few
-/// levels, compare in place.
+/// into one array (see [`build_node`]); larger ones, the top few levels,
+/// compare in place: a 16-byte key for every row would add 16 MB to the fit
+/// at 1M rows.
 const KEYED: usize = 1 << 13;
 /// Queries searched together where the CPU allows (see `group`): one per
 /// lane of an AVX2 vector of `f64`.
@@ -614,7 +614,6 @@ mod tests {
             prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
         }
 
-        /// The stored corners hold every value, as tightly as `f32` allows.
         /// Any subset of rows, in any order and of any length (whole groups
         /// of four or not): each dimension's least and greatest value.
         #[test]
@@ -633,6 +632,7 @@ mod tests {
             }
         }
 
+        /// The stored corners hold every value, as tightly as `f32` allows.
         #[test]
         fn boxes_round_outward(v in prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO) {
             let (l, h) = outward(v, v);

@@ -50,7 +50,8 @@ impl Neighbors {
 /// lexicographic one, with distances in `total_cmp` order (the IEEE order here:
 /// distances are never NaN, though cosine's can be a rounding below zero). One
 /// integer compare replaces a float compare plus a tie-break in the heap's
-/// inner loop.
+/// inner loop (and in the k-d tree build's median selections, keyed by a
+/// coordinate instead of a distance).
 type Entry = u128;
 
 const SIGN: u64 = 1 << 63;
