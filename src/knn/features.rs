@@ -28,7 +28,7 @@ impl Matrix {
     pub(crate) fn from_array(x: ndarray::ArrayView2<'_, f64>, names: &[String]) -> Result<Matrix> {
         let (rows, dim) = x.dim();
         let data: Vec<f64> = x.iter().copied().collect();
-        if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+        if let Some(at) = first_non_finite(&data) {
             return Err(Error::InvalidValue {
                 column: names[at % dim].clone(),
                 row: (at / dim) as u64,
@@ -118,23 +118,12 @@ fn checked_f64(df: &DataFrame, name: &str) -> Result<Float64Chunked> {
 /// column's iterator made this check the largest part of King County's fit
 /// after the tree (16% of the samples).
 fn first_missing_or_infinite(values: &Float64Chunked) -> Option<usize> {
-    /// Values checked at once, with no early exit, so the check vectorizes.
-    const BLOCK: usize = 256;
     let mut offset = 0;
     for chunk in values.downcast_iter() {
         let found = if chunk.validity().is_some_and(|v| v.unset_bits() > 0) {
             chunk.iter().position(|v| !v.is_some_and(|v| v.is_finite()))
         } else {
-            let finite = |block: &[f64]| block.iter().fold(true, |ok, v| ok & v.is_finite());
-            let blocks = chunk.values().chunks(BLOCK);
-            blocks
-                .enumerate()
-                .find(|(_, b)| !finite(b))
-                .and_then(|(c, b)| {
-                    b.iter()
-                        .position(|v| !v.is_finite())
-                        .map(|at| c * BLOCK + at)
-                })
+            first_non_finite(chunk.values())
         };
         if let Some(at) = found {
             return Some(offset + at);
@@ -142,6 +131,16 @@ fn first_missing_or_infinite(values: &Float64Chunked) -> Option<usize> {
         offset += chunk.len();
     }
     None
+}
+
+/// The position of the first NaN or infinity of `values`, if any.
+fn first_non_finite(values: &[f64]) -> Option<usize> {
+    /// Values checked at once, with no early exit, so the check vectorizes.
+    const BLOCK: usize = 256;
+    let finite = |block: &[f64]| block.iter().fold(true, |ok, v| ok & v.is_finite());
+    let (c, block) = values.chunks(BLOCK).enumerate().find(|(_, b)| !finite(b))?;
+    let at = block.iter().position(|v| !v.is_finite())?;
+    Some(c * BLOCK + at)
 }
 
 /// One numeric column as finite `f64`s.

@@ -350,23 +350,23 @@ fn build_node(
             }
         }
         let mid = start + (end - start) / 2;
-        // Index tie-break makes the layout a pure function of the data.
+        // The coordinate and the index in one integer, in `total_cmp` order
+        // then by index: the index tie-break makes the layout a pure function
+        // of the data.
         let ids = &mut parts.ids[start..end];
-        let coord = |p: u32| train.data[p as usize * dim + axis];
+        let key = |p: u32| entry(train.data[p as usize * dim + axis], p);
         if ids.len() <= KEYED {
-            // The coordinate and the index in one integer: the selection
-            // then compares integers in one array, where the comparator
-            // fetches both rows' coordinates from anywhere in the matrix.
+            // The selection then compares integers in one array, where the
+            // comparator fetches both rows' coordinates from anywhere in the
+            // matrix.
             parts.keys.clear();
-            parts.keys.extend(ids.iter().map(|&p| entry(coord(p), p)));
+            parts.keys.extend(ids.iter().map(|&p| key(p)));
             parts.keys.select_nth_unstable(mid - start);
-            for (id, &key) in ids.iter_mut().zip(&parts.keys) {
-                *id = key as u32;
+            for (id, &k) in ids.iter_mut().zip(&parts.keys) {
+                *id = k as u32;
             }
         } else {
-            ids.select_nth_unstable_by(mid - start, |&a, &b| {
-                coord(a).total_cmp(&coord(b)).then(a.cmp(&b))
-            });
+            ids.select_nth_unstable_by_key(mid - start, |&p| key(p));
         }
         let pair = parts.kids.len() / (4 * dim);
         parts.kids.resize((pair + 1) * 4 * dim, 0.0);
