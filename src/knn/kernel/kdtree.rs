@@ -49,19 +49,6 @@ const KEYED: usize = 1 << 13;
 /// Queries searched together where the CPU allows (see `group`): one per
 /// lane of an AVX2 vector of `f64`.
 const LANES: usize = 4;
-/// Groups answered before judging whether groups pay on a call.
-#[cfg(target_arch = "x86_64")]
-const PROBE_GROUPS: usize = 4;
-/// Groups pay while they scan under this share of the rows their queries
-/// scan one by one (seeds included): a group's row costs about 1.7 lone
-/// rows' instructions, but no transposes. Measured on diamonds in 10 calls
-/// (calls at 0.39-0.61): 11-15% less time with groups on a 2-core host and
-/// on a 16-core one; in 64 calls (0.43-1.07, a third under 0.6), 5% more on
-/// the 16-core host with this share at 0.6, no change on the 2-core one.
-/// Uniform d = 8 (100k rows, 2k queries in 10 calls): 0.75, 12% more time.
-#[cfg(target_arch = "x86_64")]
-const GROUP_SHARE: f64 = 0.55;
-
 #[derive(Clone, Copy, Debug)]
 struct Node {
     /// Range of stored rows covered by this node.
@@ -233,27 +220,16 @@ impl KdTree {
             .enumerate()
             .filter(|(pos, _)| pos % stride != 0);
         let rest: Vec<usize> = rest.map(|(_, &qi)| qi).collect();
-        let mut groups = rest.chunks(LANES);
         #[cfg(target_arch = "x86_64")]
         if F::SQUARES && std::arch::is_x86_feature_detected!("avx2") {
             let mut four = group::Four::new(self, f, out.k);
-            let mut probed = 0;
-            for chunk in groups.by_ref().take(PROBE_GROUPS) {
+            for chunk in rest.chunks(LANES) {
                 // SAFETY: AVX2 is present, checked just above; F squares.
                 unsafe { four.answer(queries, chunk, out) };
-                probed += chunk.len();
             }
-            // Groups pay where their queries share most of their nodes: a
-            // few groups measure that against the sample's lone queries.
-            let alone = search.scanned as f64 / sample.len() as f64;
-            if (four.scanned() as f64) < GROUP_SHARE * alone * probed as f64 {
-                for chunk in groups.by_ref() {
-                    // SAFETY: as above.
-                    unsafe { four.answer(queries, chunk, out) };
-                }
-            }
+            return true;
         }
-        for qi in groups.flatten().copied() {
+        for &qi in &rest {
             answer(qi, &mut search, out);
         }
         true
