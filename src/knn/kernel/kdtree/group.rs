@@ -135,7 +135,12 @@ impl<'t, F: Fold> Four<'t, F> {
     }
 
     /// Each lane's box bounds of an inner node's two children: `box_fold2`'s
-    /// operations, lane by lane.
+    /// values, lane by lane.
+    ///
+    /// A lane's distance to a box side is `max(lo - x, x - hi, 0)`: where
+    /// the reference keeps `x - lo` (below the box) this is its negation,
+    /// exactly, so the squares are the same bits. The boxes of two
+    /// dimensions come in one load, widened to `f64` at once.
     #[target_feature(enable = "avx2")]
     unsafe fn bounds(&self, node: usize) -> (__m256d, __m256d) {
         let tree = self.tree;
@@ -143,22 +148,46 @@ impl<'t, F: Fold> Four<'t, F> {
         let at = tree.nodes[node].kids as usize * 4 * dim;
         let (lo, hi) = tree.kids[at..at + 4 * dim].split_at(2 * dim);
         let zero = _mm256_setzero_pd();
-        let term = |x: __m256d, lo: f32, hi: f32| {
-            let below = _mm256_sub_pd(x, _mm256_set1_pd(f64::from(lo)));
-            let above = _mm256_sub_pd(x, _mm256_set1_pd(f64::from(hi)));
-            // `if below < 0 { below } else { 0 }`, and likewise above: a mask
-            // of all ones keeps the value, one of zeros gives +0.
-            let below = _mm256_and_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(below, zero), below);
-            let above = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(above, zero), above);
-            let d = _mm256_add_pd(below, above);
+        let term = |x: __m256d, lo: __m256d, hi: __m256d| {
+            let d = _mm256_max_pd(
+                _mm256_max_pd(_mm256_sub_pd(lo, x), _mm256_sub_pd(x, hi)),
+                zero,
+            );
             _mm256_mul_pd(d, d)
         };
+        let q = self.q.as_ptr();
         let (mut left, mut right) = (zero, zero);
-        for t in 0..dim {
-            // SAFETY: `q` holds `LANES * dim` values.
-            let x = unsafe { _mm256_loadu_pd(self.q.as_ptr().add(LANES * t)) };
-            left = _mm256_add_pd(left, term(x, lo[2 * t], hi[2 * t]));
-            right = _mm256_add_pd(right, term(x, lo[2 * t + 1], hi[2 * t + 1]));
+        let mut t = 0;
+        while t + 2 <= dim {
+            // SAFETY: `lo` and `hi` hold `2 * dim` values, `q` holds
+            // `LANES * dim`.
+            let (lo, hi, x, y) = unsafe {
+                (
+                    _mm256_cvtps_pd(_mm_loadu_ps(lo.as_ptr().add(2 * t))),
+                    _mm256_cvtps_pd(_mm_loadu_ps(hi.as_ptr().add(2 * t))),
+                    _mm256_loadu_pd(q.add(LANES * t)),
+                    _mm256_loadu_pd(q.add(LANES * (t + 1))),
+                )
+            };
+            // Left child's then right child's sides, dimension t then t + 1.
+            let side = |v: __m256d, c: i32| match c {
+                0 => _mm256_permute4x64_pd::<0b00_00_00_00>(v),
+                1 => _mm256_permute4x64_pd::<0b01_01_01_01>(v),
+                2 => _mm256_permute4x64_pd::<0b10_10_10_10>(v),
+                _ => _mm256_permute4x64_pd::<0b11_11_11_11>(v),
+            };
+            left = _mm256_add_pd(left, term(x, side(lo, 0), side(hi, 0)));
+            right = _mm256_add_pd(right, term(x, side(lo, 1), side(hi, 1)));
+            left = _mm256_add_pd(left, term(y, side(lo, 2), side(hi, 2)));
+            right = _mm256_add_pd(right, term(y, side(lo, 3), side(hi, 3)));
+            t += 2;
+        }
+        if t < dim {
+            // SAFETY: as above.
+            let x = unsafe { _mm256_loadu_pd(q.add(LANES * t)) };
+            let wide = |v: f32| _mm256_set1_pd(f64::from(v));
+            left = _mm256_add_pd(left, term(x, wide(lo[2 * t]), wide(hi[2 * t])));
+            right = _mm256_add_pd(right, term(x, wide(lo[2 * t + 1]), wide(hi[2 * t + 1])));
         }
         (left, right)
     }
