@@ -169,30 +169,40 @@ impl TopK {
         prefetch(&self.heap);
     }
 
+    /// Moves the hole down instead of swapping at every level. Unchecked
+    /// indexing: the two bounds checks a level (32 instructions a level, 27
+    /// without) cost diamonds' predict 4-5%, as a push follows every
+    /// admission of every search.
     fn sift_down(&mut self, mut i: usize) {
-        let h = &mut self.heap;
-        let n = h.len();
-        let moving = h[i];
-        // Moves the hole down instead of swapping at every level.
-        loop {
-            let l = 2 * i + 1;
-            if l >= n {
-                break;
+        let n = self.heap.len();
+        assert!(i < n);
+        let h = self.heap.as_mut_ptr();
+        // SAFETY: every index read or written is below `n`: `i` is (asserted,
+        // and then a child that was checked), `l` and `l + 1` are checked.
+        unsafe {
+            let moving = *h.add(i);
+            loop {
+                let l = 2 * i + 1;
+                if l >= n {
+                    break;
+                }
+                // The larger child by arithmetic, not a branch: which child
+                // is larger is a coin flip that a branch predictor loses
+                // half the time.
+                let c = if l + 1 < n {
+                    l + usize::from(*h.add(l + 1) > *h.add(l))
+                } else {
+                    l
+                };
+                let child = *h.add(c);
+                if child <= moving {
+                    break;
+                }
+                *h.add(i) = child;
+                i = c;
             }
-            // The larger child by arithmetic, not a branch: which child is
-            // larger is a coin flip that a branch predictor loses half the time.
-            let c = if l + 1 < n {
-                l + usize::from(h[l + 1] > h[l])
-            } else {
-                l
-            };
-            if h[c] <= moving {
-                break;
-            }
-            h[i] = h[c];
-            i = c;
+            *h.add(i) = moving;
         }
-        h[i] = moving;
     }
 
     /// Writes the entries best-first and empties the heap for the next query.
