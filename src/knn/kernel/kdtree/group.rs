@@ -169,17 +169,28 @@ impl<'t, F: Fold> Four<'t, F> {
                     _mm256_loadu_pd(q.add(LANES * (t + 1))),
                 )
             };
-            // Left child's then right child's sides, dimension t then t + 1.
-            let side = |v: __m256d, c: i32| match c {
-                0 => _mm256_permute4x64_pd::<0b00_00_00_00>(v),
-                1 => _mm256_permute4x64_pd::<0b01_01_01_01>(v),
-                2 => _mm256_permute4x64_pd::<0b10_10_10_10>(v),
-                _ => _mm256_permute4x64_pd::<0b11_11_11_11>(v),
-            };
-            left = _mm256_add_pd(left, term(x, side(lo, 0), side(hi, 0)));
-            right = _mm256_add_pd(right, term(x, side(lo, 1), side(hi, 1)));
-            left = _mm256_add_pd(left, term(y, side(lo, 2), side(hi, 2)));
-            right = _mm256_add_pd(right, term(y, side(lo, 3), side(hi, 3)));
+            // Lanes of `lo` and `hi`: left child's then right child's side,
+            // dimension t, then the same for t + 1; each broadcast in turn.
+            let (l0, h0) = (
+                _mm256_permute4x64_pd::<0b00_00_00_00>(lo),
+                _mm256_permute4x64_pd::<0b00_00_00_00>(hi),
+            );
+            let (l1, h1) = (
+                _mm256_permute4x64_pd::<0b01_01_01_01>(lo),
+                _mm256_permute4x64_pd::<0b01_01_01_01>(hi),
+            );
+            let (l2, h2) = (
+                _mm256_permute4x64_pd::<0b10_10_10_10>(lo),
+                _mm256_permute4x64_pd::<0b10_10_10_10>(hi),
+            );
+            let (l3, h3) = (
+                _mm256_permute4x64_pd::<0b11_11_11_11>(lo),
+                _mm256_permute4x64_pd::<0b11_11_11_11>(hi),
+            );
+            left = _mm256_add_pd(left, term(x, l0, h0));
+            right = _mm256_add_pd(right, term(x, l1, h1));
+            left = _mm256_add_pd(left, term(y, l2, h2));
+            right = _mm256_add_pd(right, term(y, l3, h3));
             t += 2;
         }
         if t < dim {
