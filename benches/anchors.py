@@ -27,26 +27,33 @@ def load(case):
             read("test_x").reshape(-1, d), read("test_y"), meta["k"])
 
 
-def repeat(repeats, long_run_s, predict):
+MAX_RUNS = 15
+
+
+def repeat(runs, predict):
+    """Times `predict` `repeats` times, fewer once the runs add up to more than
+    `long_run_s`, more (up to MAX_RUNS) while they add up to less than `fill_s`:
+    compare.rs's rule, so both sides of a ratio are sampled alike."""
+    repeats, long_run_s, fill_s = runs
     times, pred = [], None
-    for _ in range(max(repeats, 1)):
+    while True:
         started = time.perf_counter()
         pred = predict()
         times.append(time.perf_counter() - started)
-        if sum(times) > long_run_s:
-            break
-    return times, pred
+        more = len(times) < max(repeats, 1) or (sum(times) < fill_s and len(times) < MAX_RUNS)
+        if sum(times) > long_run_s or not more:
+            return times, pred
 
 
-def sklearn_system(algorithm, X, y, Xt, k, threads, repeats, long_run_s):
+def sklearn_system(algorithm, X, y, Xt, k, threads, runs):
     from sklearn.neighbors import KNeighborsRegressor
     started = time.perf_counter()
     model = KNeighborsRegressor(n_neighbors=k, algorithm=algorithm, n_jobs=threads).fit(X, y)
     fit_s = time.perf_counter() - started
-    return 0.0, fit_s, *repeat(repeats, long_run_s, lambda: model.predict(Xt))
+    return 0.0, fit_s, *repeat(runs, lambda: model.predict(Xt))
 
 
-def faiss_system(X, y, Xt, k, threads, repeats, long_run_s):
+def faiss_system(X, y, Xt, k, threads, runs):
     import faiss
     faiss.omp_set_num_threads(threads)
     started = time.perf_counter()
@@ -58,10 +65,10 @@ def faiss_system(X, y, Xt, k, threads, repeats, long_run_s):
     def predict():
         _, found = index.search(queries, k)
         return y[found].mean(axis=1)
-    return 0.0, fit_s, *repeat(repeats, long_run_s, predict)
+    return 0.0, fit_s, *repeat(runs, predict)
 
 
-def pyspark_system(X, y, Xt, k, threads, repeats, long_run_s):
+def pyspark_system(X, y, Xt, k, threads, runs):
     from pyspark import SparkConf, SparkContext
     from sklearn.neighbors import KNeighborsRegressor
     started = time.perf_counter()
@@ -92,7 +99,7 @@ def pyspark_system(X, y, Xt, k, threads, repeats, long_run_s):
             pred[i] = p
         return pred
     try:
-        return startup_s, fit_s, *repeat(repeats, long_run_s, job)
+        return startup_s, fit_s, *repeat(runs, job)
     finally:
         sc.stop()
 
@@ -104,9 +111,10 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--long-run-s", type=float, default=60.0)
+    parser.add_argument("--fill-s", type=float, default=0.0)
     a = parser.parse_args()
     X, y, Xt, _, k = load(a.case)
-    common = (X, y, Xt, k, a.threads, a.repeats, a.long_run_s)
+    common = (X, y, Xt, k, a.threads, (a.repeats, a.long_run_s, a.fill_s))
     if a.system.startswith("sklearn_"):
         result = sklearn_system(a.system.removeprefix("sklearn_"), *common)
     elif a.system == "faiss_flat":

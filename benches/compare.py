@@ -76,14 +76,15 @@ def measured(cmd, env=None, limit_s=None):
     return result
 
 
-def run_system(case, system, threads, repeats, limit_s):
+def run_system(case, system, threads, runs, limit_s):
+    """`runs`: (repeats, fill_s), as compare.rs and anchors.py take them."""
     path = DATA / case
+    repeats, fill_s = runs
+    runs = ["--threads", str(threads), "--repeats", str(repeats), "--fill-s", str(fill_s)]
     if system in RUST_SYSTEMS:
-        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system], "--threads",
-               str(threads), "--repeats", str(repeats)]
+        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system]] + runs
         return measured([str(c) for c in cmd], limit_s=limit_s)
-    cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system,
-           "--threads", str(threads), "--repeats", str(repeats)]
+    cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system] + runs
     return measured([str(c) for c in cmd], env=ANCHOR_ENV, limit_s=limit_s)
 
 
@@ -155,6 +156,8 @@ def main():
                         help="the systems also run at the scaling thread counts")
     parser.add_argument("--scaling-repeats", type=int, help="runs per scaling point (default: --repeats)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fill-s", type=float, default=3.0,
+                        help="short predicts run again until their runs add up to this (15 at most)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--systems", default=",".join(list(RUST_SYSTEMS) + PY_SYSTEMS))
     parser.add_argument("--big", action="store_true", help="add 1,000,000 x 200,000 at d = 8")
@@ -198,7 +201,7 @@ def main():
                     # One run of each anchor there: one is minutes long.
                     limit_s = a.big_limit_s
                     repeats = repeats if system in RUST_SYSTEMS and system.startswith("sparkbook") else 1
-                r = run_system(case, system, threads, repeats, limit_s)
+                r = run_system(case, system, threads, (repeats, a.fill_s), limit_s)
                 r.update(system=system, threads=threads, case=case, meta=meta)
                 if "stopped_after_s" not in r:
                     pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")

@@ -58,6 +58,11 @@ enum Command {
         /// Further runs are skipped once the runs so far add up to more than this.
         #[arg(long, default_value_t = 60.0)]
         long_run_s: f64,
+        /// Short predicts run again, past `repeats`, until their runs add up to this
+        /// (at most `MAX_RUNS`): three runs of a 0.05 s predict would give a median of
+        /// three moments of a shared host's noise.
+        #[arg(long, default_value_t = 0.0)]
+        fill_s: f64,
         /// Leaf size of sparkbook's k-d tree (sklearn's default, 30).
         #[arg(long, default_value_t = 30)]
         leaf_size: usize,
@@ -364,29 +369,33 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-/// Times `predict` up to `repeats` times, fewer once the runs add up to more than `long_run_s`.
+/// The most runs `fill_s` adds.
+const MAX_RUNS: usize = 15;
+
+/// Times `predict` `repeats` times, fewer once the runs add up to more than
+/// `long_run_s`, more (up to [`MAX_RUNS`]) while they add up to less than `fill_s`.
 fn repeat(
-    repeats: usize,
-    long_run_s: f64,
+    (repeats, long_run_s, fill_s): (usize, f64, f64),
     mut predict: impl FnMut() -> Result<Vec<f64>>,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut times = Vec::new();
-    let mut pred = Vec::new();
-    for _ in 0..repeats.max(1) {
+    loop {
         let started = Instant::now();
-        pred = predict()?;
+        let pred = predict()?;
         times.push(started.elapsed().as_secs_f64());
-        if times.iter().sum::<f64>() > long_run_s {
-            break;
+        let total: f64 = times.iter().sum();
+        let more = times.len() < repeats.max(1) || (total < fill_s && times.len() < MAX_RUNS);
+        if total > long_run_s || !more {
+            return Ok((times, pred));
         }
     }
-    Ok((times, pred))
 }
 
 struct RunOptions {
     threads: usize,
     repeats: usize,
     long_run_s: f64,
+    fill_s: f64,
     leaf_size: usize,
 }
 
@@ -395,6 +404,7 @@ fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
         threads,
         repeats,
         long_run_s,
+        fill_s,
         leaf_size,
     } = o;
     let started = Instant::now();
@@ -436,7 +446,7 @@ fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
                     .collect()?;
                 values(&preds, "pred")
             };
-            (fit_s, repeat(repeats, long_run_s, seed_workflow)?)
+            (fit_s, repeat((repeats, long_run_s, fill_s), seed_workflow)?)
         }
         System::LinfaKdtree | System::LinfaBalltree => {
             let case = Case::read(dir)?;
@@ -472,7 +482,7 @@ fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
                         .collect()
                 })
             };
-            (fit_s, repeat(repeats, long_run_s, predict)?)
+            (fit_s, repeat((repeats, long_run_s, fill_s), predict)?)
         }
     };
     let predict_peak = peak_rss_bytes();
@@ -546,7 +556,7 @@ fn growth(threads: usize, queries: usize) -> Result<()> {
         let test = Case::frame(&case.test_x, &case.test_y, dim)?;
         let model = KnnRegressor::params(K).fit_frame(&train, "price")?;
         let b_model = sc.broadcast(model);
-        let (times, _) = repeat(3, 30.0, || {
+        let (times, _) = repeat((3, 30.0, 0.0), || {
             let preds = sc
                 .parallelize(&test, (4 * threads).max(10))?
                 .map_partitions(|part| b_model.value()?.predict_frame(&part))?
@@ -571,6 +581,7 @@ fn main() -> Result<()> {
             threads,
             repeats,
             long_run_s,
+            fill_s,
             leaf_size,
         } => run(
             &case,
@@ -579,6 +590,7 @@ fn main() -> Result<()> {
                 threads,
                 repeats,
                 long_run_s,
+                fill_s,
                 leaf_size,
             },
         ),
