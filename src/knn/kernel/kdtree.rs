@@ -2,9 +2,11 @@
 //!
 //! The tree owns the training rows, stored in leaf order: a leaf is a
 //! contiguous run of rows, so scanning it streams memory instead of gathering
-//! rows scattered through the matrix. Each stored row keeps its original
-//! training index, which is what results report and what ties are broken by,
-//! so the layout never shows.
+//! rows scattered through the matrix. The rows lie in blocks of four,
+//! dimension by dimension (see [`BLOCK`]), and every node starts at a block,
+//! so a leaf's folds load a dimension of four rows at once. Each stored row
+//! keeps its original training index, which is what results report and what
+//! ties are broken by, so the layout never shows.
 //!
 //! Exactness: a node is pruned only when its box bound is strictly above the
 //! reduced limit of the current k-th distance. For Euclidean, Manhattan and
@@ -18,7 +20,7 @@ use super::brute::Brute;
 #[cfg(test)]
 use super::brute::brute_knn;
 use super::metric::{
-    Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_rows, fold_until,
+    BLOCK, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_block_until, fold_blocks,
 };
 use super::select::{Neighbors, TopK, entry};
 
@@ -66,7 +68,10 @@ struct Node {
 pub struct KdTree {
     rows: usize,
     dim: usize,
-    /// The training rows, row-major, in leaf order.
+    /// The training rows in leaf order, in blocks of [`BLOCK`] rows, each
+    /// block dimension by dimension: stored row p's value t is at
+    /// `BLOCK * dim * (p / BLOCK) + BLOCK * t + p % BLOCK`. The last block is
+    /// padded with zeros, which no node covers.
     data: Vec<f64>,
     /// The original training index of each stored row.
     ids: Vec<u32>,
@@ -106,6 +111,7 @@ impl KdTree {
         build_node(train, &mut parts, 0, rows, leaf_size.max(1), None);
         permute_rows(&mut data, dim, &ids);
         let brute = Brute::new(Points::new(&data, rows, dim));
+        to_blocks(&mut data, dim);
         KdTree {
             rows,
             dim,
@@ -141,10 +147,10 @@ impl KdTree {
         let probe: Vec<f64> = (0..self.rows)
             .step_by(stride)
             .take(SAMPLE)
-            .flat_map(|pos| self.points().row(pos).to_vec())
+            .flat_map(|pos| self.row(pos))
             .collect();
         let probe = Points::new(&probe, probe.len() / self.dim, self.dim);
-        let mut out = Neighbors::for_call(self.points(), probe, k);
+        let mut out = Neighbors::for_rows(self.rows, self.dim, probe, k);
         !self.run(SqEuclid, probe, &mut out, BRUTE_SHARE)
     }
 
@@ -154,29 +160,45 @@ impl KdTree {
         for (pos, &id) in self.ids.iter().enumerate() {
             back[id as usize] = pos as u32;
         }
+        from_blocks(&mut self.data, self.dim);
+        self.data.truncate(self.rows * self.dim);
         permute_rows(&mut self.data, self.dim, &back);
         self.data
     }
 
     /// The training rows back in their original order (for saving a model).
     pub fn original_rows(&self) -> Vec<f64> {
-        let mut out = vec![0.0; self.data.len()];
+        let dim = self.dim;
+        let mut out = vec![0.0; self.rows * dim];
         for (pos, &id) in self.ids.iter().enumerate() {
             let id = id as usize;
-            out[id * self.dim..(id + 1) * self.dim].copy_from_slice(self.points().row(pos));
+            for (o, v) in out[id * dim..(id + 1) * dim].iter_mut().zip(self.row(pos)) {
+                *o = v;
+            }
         }
         out
     }
 
-    fn points(&self) -> Points<'_> {
-        Points::new(&self.data, self.rows, self.dim)
+    /// Stored row `pos`'s values.
+    fn row(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
+        self.blocks(pos, pos + 1)[pos % BLOCK..]
+            .iter()
+            .step_by(BLOCK)
+            .copied()
+    }
+
+    /// The blocks that hold stored rows `start..end`, `start` at a block's
+    /// start (every node's is).
+    fn blocks(&self, start: usize, end: usize) -> &[f64] {
+        let width = BLOCK * self.dim;
+        &self.data[start / BLOCK * width..end.div_ceil(BLOCK) * width]
     }
 
     /// `metric`: Euclidean, Manhattan, Chebyshev or Minkowski. Cosine has no
     /// coordinate-wise box bound, so it is answered by exact brute force, as
     /// is a Euclidean call on which the tree is measured not to pay off.
     pub fn knn(&self, queries: Points, k: usize, metric: Metric) -> Neighbors {
-        let mut out = Neighbors::for_call(self.points(), queries, k);
+        let mut out = Neighbors::for_rows(self.rows, self.dim, queries, k);
         let tree_paid_off = match metric {
             Metric::Euclidean => self.run(SqEuclid, queries, &mut out, BRUTE_SHARE),
             Metric::Manhattan => self.run(L1, queries, &mut out, f64::INFINITY),
@@ -185,11 +207,16 @@ impl KdTree {
             Metric::Cosine => false,
         };
         if tree_paid_off {
-            out
-        } else {
-            self.brute
-                .knn(self.points(), Some(&self.ids), queries, k, metric)
+            return out;
         }
+        // Brute force takes rows one after the other: a copy for the call,
+        // made only where the tree does not pay off, which `Auto` settles at
+        // the fit.
+        let mut rows = self.data.clone();
+        from_blocks(&mut rows, self.dim);
+        rows.truncate(self.rows * self.dim);
+        let rows = Points::new(&rows, self.rows, self.dim);
+        self.brute.knn(rows, Some(&self.ids), queries, k, metric)
     }
 
     /// Answers the queries, or returns `false` early once an evenly spread
@@ -318,14 +345,16 @@ fn build_node(
             parts.kids[at + 2 * dim + 2 * t + side] = h;
         }
     }
-    if end - start > leaf {
+    if end - start > leaf.max(BLOCK) {
         let mut axis = 0;
         for t in 1..dim {
             if hi[t] - lo[t] > hi[axis] - lo[axis] {
                 axis = t;
             }
         }
-        let mid = start + (end - start) / 2;
+        // The median's position rounded to a block's start (`start` is one):
+        // between `start + BLOCK` and `end - 1`, as `end - start > BLOCK`.
+        let mid = start + ((end - start) / 2 + BLOCK / 2) / BLOCK * BLOCK;
         // The coordinate and the index in one integer, in `total_cmp` order
         // then by index: the index tie-break makes the layout a pure function
         // of the data.
@@ -420,24 +449,60 @@ fn permute_rows(data: &mut [f64], dim: usize, order: &[u32]) {
     }
 }
 
-/// Calls `each(i, fold)` for each of `rows` (row-major, `q.len()` wide) in
-/// order, with the reduced fold from `q` to row `i`: the complete reference
-/// fold or, for a metric whose scans stop early, possibly a partial one above
-/// `limit`.
+/// `rows` (row-major, `dim` wide, padded with zeros to whole blocks) in
+/// blocks (see [`BLOCK`]), in place: each block is transposed on its own.
+fn to_blocks(data: &mut Vec<f64>, dim: usize) {
+    let width = BLOCK * dim;
+    let padded = data.len().div_ceil(width) * width;
+    // Exact: `resize` alone would double the capacity.
+    data.reserve_exact(padded - data.len());
+    data.resize(padded, 0.0);
+    let mut spare = vec![0.0; width];
+    for block in data.chunks_exact_mut(width) {
+        spare.copy_from_slice(block);
+        for (j, row) in spare.chunks_exact(dim).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                block[BLOCK * t + j] = v;
+            }
+        }
+    }
+}
+
+/// [`to_blocks`] undone, padding kept.
+fn from_blocks(data: &mut [f64], dim: usize) {
+    let width = BLOCK * dim;
+    let mut spare = vec![0.0; width];
+    for block in data.chunks_exact_mut(width) {
+        spare.copy_from_slice(block);
+        for (j, row) in block.chunks_exact_mut(dim).enumerate() {
+            for (t, v) in row.iter_mut().enumerate() {
+                *v = spare[BLOCK * t + j];
+            }
+        }
+    }
+}
+
+/// Calls `each(i, fold)` for each stored row `start + i` of `start..end`
+/// (`start` at a block's start), in order, with the reduced fold from `q`
+/// to it: the complete reference fold or, for a metric whose scans stop
+/// early, possibly a partial one above `limit`.
 #[inline(always)]
 fn leaf_folds<F: Fold>(
     f: F,
     q: &[f64],
-    rows: &[f64],
+    (tree, start, end): (&KdTree, usize, usize),
     limit: f64,
     mut each: impl FnMut(usize, f64),
 ) {
+    let blocks = tree.blocks(start, end);
     if F::EARLY_EXIT {
-        for (at, row) in rows.chunks_exact(q.len()).enumerate() {
-            each(at, fold_until(f, q, row, limit));
+        let width = BLOCK * q.len();
+        for at in 0..end - start {
+            let block = &blocks[at / BLOCK * width..][..width];
+            each(at, fold_block_until(f, q, block, at % BLOCK, limit));
         }
     } else {
-        fold_rows(f, q, rows, each);
+        fold_blocks(f, q, blocks, end - start, each);
     }
 }
 
@@ -493,10 +558,10 @@ impl<'t, F: Fold> Search<'t, F> {
         self.seeded = (n.start, n.end);
         let (start, end) = (n.start as usize, n.end as usize);
         let dim = tree.dim;
-        let (rows, ids) = (&tree.data[start * dim..end * dim], &tree.ids[start..end]);
+        let ids = &tree.ids[start..end];
         let f = self.f;
         let seeds = &mut self.seeds;
-        leaf_folds(f, q, rows, f64::INFINITY, |at, r| {
+        leaf_folds(f, q, (tree, start, end), f64::INFINITY, |at, r| {
             seeds.push((f.finish(r), ids[at]))
         });
         self.scanned += end - start;
@@ -528,11 +593,10 @@ impl<'t, F: Fold> Search<'t, F> {
         if n.right == 0 {
             let (start, end) = (n.start as usize, n.end as usize);
             self.scanned += end - start;
-            let dim = tree.dim;
-            let (rows, ids) = (&tree.data[start * dim..end * dim], &tree.ids[start..end]);
+            let ids = &tree.ids[start..end];
             // The limit only falls, so a fold that stopped above the leaf's
             // starting limit is above the current one too.
-            leaf_folds(self.f, q, rows, self.limit, |at, r| {
+            leaf_folds(self.f, q, (tree, start, end), self.limit, |at, r| {
                 if r <= self.limit {
                     self.offer(r, ids[at]);
                 }

@@ -75,120 +75,153 @@ pub(crate) fn fold4<F: Fold>(f: F, q: &[f64], rows: [&[f64]; 4]) -> [f64; 4] {
     acc
 }
 
-/// Calls `each(i, fold)` for each row of `rows` (row-major, `q.len()` wide),
-/// in order, with the complete reduced fold from `q` to row `i`, bit for bit
-/// the reference's. Four rows at a time, so that their chains of dependent
-/// additions overlap; squared Euclidean folds take one AVX2 lane per row
-/// where the CPU has it.
+/// Rows per block where rows are stored in blocks (the k-d tree's): a
+/// block holds `BLOCK` rows dimension by dimension, row j's value t at
+/// `BLOCK * t + j`, so one load gives a dimension of four rows. Stored row
+/// by row, four rows had to be transposed in registers first (a 4 x 4 tile
+/// costs eight shuffles), and a dimension past the last whole tile, or a
+/// row past the last whole four, was gathered value by value.
+pub(crate) const BLOCK: usize = 4;
+
+/// Calls `each(i, fold)` for each row `i < n` of `blocks` (whole blocks of
+/// `q.len()`-wide rows, see [`BLOCK`], the first `n` rows wanted), in order,
+/// with the complete reduced fold from `q` to row `i`, bit for bit the
+/// reference's. Squared Euclidean folds take one AVX2 lane per row where
+/// the CPU has it.
 #[inline(always)]
-pub(crate) fn fold_rows<F: Fold>(f: F, q: &[f64], rows: &[f64], each: impl FnMut(usize, f64)) {
+pub(crate) fn fold_blocks<F: Fold>(
+    f: F,
+    q: &[f64],
+    blocks: &[f64],
+    n: usize,
+    each: impl FnMut(usize, f64),
+) {
+    debug_assert!(n.div_ceil(BLOCK) * BLOCK * q.len() <= blocks.len());
     #[cfg(target_arch = "x86_64")]
     if F::SQUARES && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present, checked just above.
-        unsafe { avx2::sq_euclid_rows(q, rows, each) };
+        unsafe { avx2::sq_euclid_blocks(q, blocks, n, each) };
         return;
     }
-    fold_rows_portable(f, q, rows, each);
+    fold_blocks_portable(f, q, blocks, n, each);
 }
 
-/// [`fold_rows`] without vector instructions beyond the target's baseline.
+/// [`fold_blocks`] without vector instructions beyond the target's baseline.
 #[inline(always)]
-fn fold_rows_portable<F: Fold>(f: F, q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
-    let dim = q.len();
-    let quads = rows.chunks_exact(4 * dim);
-    let rest = quads.remainder();
-    let mut at = 0;
-    for block in quads {
-        let four = std::array::from_fn(|o| &block[o * dim..(o + 1) * dim]);
-        for r in fold4(f, q, four) {
-            each(at, r);
-            at += 1;
+fn fold_blocks_portable<F: Fold>(
+    f: F,
+    q: &[f64],
+    blocks: &[f64],
+    n: usize,
+    mut each: impl FnMut(usize, f64),
+) {
+    let width = BLOCK * q.len();
+    for (b, block) in blocks
+        .chunks_exact(width)
+        .take(n.div_ceil(BLOCK))
+        .enumerate()
+    {
+        let mut acc = [0.0f64; BLOCK];
+        for (t, &x) in q.iter().enumerate() {
+            let values = &block[BLOCK * t..BLOCK * (t + 1)];
+            for (a, &y) in acc.iter_mut().zip(values) {
+                *a = F::combine(*a, f.term(x - y));
+            }
+        }
+        let at = BLOCK * b;
+        for (j, &r) in acc.iter().enumerate().take(n - at) {
+            each(at + j, r);
         }
     }
-    for row in rest.chunks_exact(dim) {
-        each(at, fold_until(f, q, row, f64::INFINITY));
-        at += 1;
-    }
 }
 
-/// Squared Euclidean folds with one row per AVX2 lane. SSE2, the x86-64
-/// baseline, holds two lanes, and four rows' values for one dimension lie
-/// `dim` apart, so the compiler's own code gathers them one by one; here
-/// 4 x 4 tiles are loaded whole and transposed in registers. Per lane the
+/// The fold from `q` to row `j` of `block` (see [`BLOCK`]), stopped once it
+/// passes `limit`: [`fold_until`] on a row stored in a block.
+#[inline(always)]
+pub(crate) fn fold_block_until<F: Fold>(
+    f: F,
+    q: &[f64],
+    block: &[f64],
+    j: usize,
+    limit: f64,
+) -> f64 {
+    let mut acc = 0.0;
+    for (x, y) in q.iter().zip(block[j..].iter().step_by(BLOCK)) {
+        acc = F::combine(acc, f.term(x - y));
+        if acc > limit {
+            break;
+        }
+    }
+    acc
+}
+
+/// Squared Euclidean folds with one row per AVX2 lane. Per lane the
 /// operations are the reference's (`q - x`, square, add, in dimension order,
 /// never fused), so every bit is the same.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// [`super::fold_rows`] for `SqEuclid`.
+    use super::BLOCK;
+
+    /// [`super::fold_blocks`] for `SqEuclid`, two blocks at a time: one
+    /// block's chain of dependent additions would wait on each addition's
+    /// latency.
     ///
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn sq_euclid_rows(q: &[f64], rows: &[f64], mut each: impl FnMut(usize, f64)) {
+    pub(super) unsafe fn sq_euclid_blocks(
+        q: &[f64],
+        blocks: &[f64],
+        n: usize,
+        mut each: impl FnMut(usize, f64),
+    ) {
         let dim = q.len();
-        let quads = rows.chunks_exact(4 * dim);
-        let rest = quads.remainder();
-        let mut at = 0;
-        for block in quads {
-            // SAFETY: the caller's promise, passed on.
-            let acc = unsafe { four_rows(q, block) };
-            let mut out = [0.0; 4];
+        let width = BLOCK * dim;
+        let count = n.div_ceil(BLOCK);
+        assert!(count * width <= blocks.len());
+        let base = blocks.as_ptr();
+        let mut report = |b: usize, acc: __m256d| {
+            let mut out = [0.0; BLOCK];
             // SAFETY: `out` holds four values.
             unsafe { _mm256_storeu_pd(out.as_mut_ptr(), acc) };
-            for r in out {
-                each(at, r);
-                at += 1;
+            let at = BLOCK * b;
+            for (j, &r) in out.iter().enumerate().take(n - at) {
+                each(at + j, r);
             }
-        }
-        for row in rest.chunks_exact(dim) {
-            each(
-                at,
-                super::fold_until(super::SqEuclid, q, row, f64::INFINITY),
-            );
-            at += 1;
-        }
-    }
-
-    /// The folds of the four rows in `block` (`4 * q.len()` values).
-    ///
-    /// # Safety
-    /// The CPU must support AVX2.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn four_rows(q: &[f64], block: &[f64]) -> __m256d {
-        let dim = q.len();
-        let row = |o: usize| &block[o * dim..(o + 1) * dim];
-        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-        let mut acc = _mm256_setzero_pd();
-        let mut add = |x: f64, lane: __m256d| {
-            let diff = _mm256_sub_pd(_mm256_set1_pd(x), lane);
-            acc = _mm256_add_pd(acc, _mm256_mul_pd(diff, diff));
         };
-        let tiles = dim / 4;
-        for tile in 0..tiles {
-            let t = 4 * tile;
-            // SAFETY: `t + 4 <= dim`, so each load reads four values of one row.
-            let (a0, a1, a2, a3) = unsafe {
-                (
-                    _mm256_loadu_pd(r0[t..t + 4].as_ptr()),
-                    _mm256_loadu_pd(r1[t..t + 4].as_ptr()),
-                    _mm256_loadu_pd(r2[t..t + 4].as_ptr()),
-                    _mm256_loadu_pd(r3[t..t + 4].as_ptr()),
-                )
-            };
-            let (lo01, hi01) = (_mm256_unpacklo_pd(a0, a1), _mm256_unpackhi_pd(a0, a1));
-            let (lo23, hi23) = (_mm256_unpacklo_pd(a2, a3), _mm256_unpackhi_pd(a2, a3));
-            add(q[t], _mm256_permute2f128_pd::<0x20>(lo01, lo23));
-            add(q[t + 1], _mm256_permute2f128_pd::<0x20>(hi01, hi23));
-            add(q[t + 2], _mm256_permute2f128_pd::<0x31>(lo01, lo23));
-            add(q[t + 3], _mm256_permute2f128_pd::<0x31>(hi01, hi23));
+        let mut b = 0;
+        while b + 2 <= count {
+            let (mut fa, mut fb) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+            for (t, &x) in q.iter().enumerate() {
+                let x = _mm256_set1_pd(x);
+                // SAFETY: blocks `b` and `b + 1` lie within the `count`
+                // checked above.
+                let (ya, yb) = unsafe {
+                    (
+                        _mm256_loadu_pd(base.add(b * width + BLOCK * t)),
+                        _mm256_loadu_pd(base.add((b + 1) * width + BLOCK * t)),
+                    )
+                };
+                let (da, db) = (_mm256_sub_pd(x, ya), _mm256_sub_pd(x, yb));
+                fa = _mm256_add_pd(fa, _mm256_mul_pd(da, da));
+                fb = _mm256_add_pd(fb, _mm256_mul_pd(db, db));
+            }
+            report(b, fa);
+            report(b + 1, fb);
+            b += 2;
         }
-        for t in 4 * tiles..dim {
-            add(q[t], _mm256_set_pd(r3[t], r2[t], r1[t], r0[t]));
+        if b < count {
+            let mut fa = _mm256_setzero_pd();
+            for (t, &x) in q.iter().enumerate() {
+                // SAFETY: as above.
+                let ya = unsafe { _mm256_loadu_pd(base.add(b * width + BLOCK * t)) };
+                let da = _mm256_sub_pd(_mm256_set1_pd(x), ya);
+                fa = _mm256_add_pd(fa, _mm256_mul_pd(da, da));
+            }
+            report(b, fa);
         }
-        acc
     }
 }
 
@@ -217,7 +250,7 @@ pub(crate) trait Fold: Copy {
     /// data-dependent exit branch mispredicts and costs more than it saves.
     const EARLY_EXIT: bool;
     /// Whether this is the squared Euclidean fold (term `d * d`, combine
-    /// `+`), which has a vector kernel (see [`fold_rows`]).
+    /// `+`), which has a vector kernel (see [`fold_blocks`]).
     const SQUARES: bool = false;
     fn term(self, diff: f64) -> f64;
     fn combine(acc: f64, t: f64) -> f64;
@@ -448,10 +481,25 @@ mod tests {
         })
     }
 
-    /// What [`fold_rows`] reports, finished, as bits.
+    /// `rows` (row-major) in blocks (see [`BLOCK`]), the last one padded.
+    fn blocked(dim: usize, rows: &[f64]) -> Vec<f64> {
+        let n = rows.len() / dim;
+        let mut out = vec![f64::NAN; n.div_ceil(BLOCK) * BLOCK * dim];
+        for (i, row) in rows.chunks_exact(dim).enumerate() {
+            for (t, &v) in row.iter().enumerate() {
+                out[(i / BLOCK) * BLOCK * dim + BLOCK * t + i % BLOCK] = v;
+            }
+        }
+        out
+    }
+
+    /// What [`fold_blocks`] reports, finished, as bits.
     fn folded<F: Fold>(f: F, q: &[f64], rows: &[f64]) -> Vec<(usize, u64)> {
         let mut seen = Vec::new();
-        fold_rows(f, q, rows, |at, r| seen.push((at, f.finish(r).to_bits())));
+        let n = rows.len() / q.len();
+        fold_blocks(f, q, &blocked(q.len(), rows), n, |at, r| {
+            seen.push((at, f.finish(r).to_bits()))
+        });
         seen
     }
 
@@ -501,25 +549,35 @@ mod tests {
             }
         }
 
-        /// Every row count around the four-row blocks and every dimension
-        /// around the 4 x 4 tiles, through the AVX2 path where the CPU has it
-        /// and through the portable one.
+        /// Every row count around the blocks and the pairs of blocks, through
+        /// the AVX2 path where the CPU has it and through the portable one;
+        /// the padding is NaN, so a padded lane reported would show. Rows
+        /// stored in blocks, one at a time, with and without a limit.
         #[test]
-        fn rows_at_once_are_the_reference(
+        fn rows_in_blocks_are_the_reference(
             (dim, q, rows) in (1usize..14).prop_flat_map(|d| {
                 let v = prop_oneof![(-3i32..4).prop_map(f64::from), -1e3f64..1e3];
                 (Just(d), prop::collection::vec(v.clone(), d), prop::collection::vec(v, 0..12 * d))
             }),
+            limit in 0.0f64..1e6,
         ) {
             let rows = &rows[..rows.len() / dim * dim];
             prop_assert_eq!(folded(SqEuclid, &q, rows), want(Metric::Euclidean, &q, rows));
             let mut portable = Vec::new();
-            fold_rows_portable(SqEuclid, &q, rows, |at, r| {
+            let n = rows.len() / dim;
+            fold_blocks_portable(SqEuclid, &q, &blocked(dim, rows), n, |at, r| {
                 portable.push((at, SqEuclid.finish(r).to_bits()));
             });
             prop_assert_eq!(portable, want(Metric::Euclidean, &q, rows));
             prop_assert_eq!(folded(L1, &q, rows), want(Metric::Manhattan, &q, rows));
             prop_assert_eq!(folded(LInf, &q, rows), want(Metric::Chebyshev, &q, rows));
+            let blocks = blocked(dim, rows);
+            for (i, row) in rows.chunks_exact(dim).enumerate() {
+                let block = &blocks[(i / BLOCK) * BLOCK * dim..][..BLOCK * dim];
+                let f = Lp(3.0);
+                let got = fold_block_until(f, &q, block, i % BLOCK, limit);
+                prop_assert_eq!(got.to_bits(), fold_until(f, &q, row, limit).to_bits());
+            }
         }
 
         #[test]

@@ -19,14 +19,17 @@ impl Neighbors {
     /// Validates the call and allocates the output, so every kernel rejects
     /// bad arguments the same way before doing any work.
     pub(crate) fn for_call(train: Points, queries: Points, k: usize) -> Self {
-        assert!(k >= 1 && k <= train.rows, "need 1 <= k <= train.rows");
-        assert_eq!(train.dim, queries.dim, "train and queries differ in dim");
-        assert!(train.dim >= 1, "dim must be >= 1");
-        assert!(
-            u32::try_from(train.rows).is_ok(),
-            "training indices must fit u32"
-        );
         assert_eq!(train.data.len(), train.rows * train.dim, "train shape");
+        Neighbors::for_rows(train.rows, train.dim, queries, k)
+    }
+
+    /// [`Neighbors::for_call`] for `rows` training rows of `dim` values kept
+    /// in another layout (the k-d tree's blocks).
+    pub(crate) fn for_rows(rows: usize, dim: usize, queries: Points, k: usize) -> Self {
+        assert!(k >= 1 && k <= rows, "need 1 <= k <= train.rows");
+        assert_eq!(dim, queries.dim, "train and queries differ in dim");
+        assert!(dim >= 1, "dim must be >= 1");
+        assert!(u32::try_from(rows).is_ok(), "training indices must fit u32");
         assert_eq!(
             queries.data.len(),
             queries.rows * queries.dim,

@@ -20,7 +20,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{KdTree, LANES, Search};
+use super::{BLOCK, KdTree, LANES, Search};
 use crate::knn::kernel::metric::{Fold, Points};
 use crate::knn::kernel::select::Neighbors;
 
@@ -208,28 +208,32 @@ impl<'t, F: Fold> Four<'t, F> {
     #[target_feature(enable = "avx2")]
     unsafe fn leaf(&mut self, start: usize, end: usize, mask: u32) {
         let dim = self.tree.dim;
-        let rows = &self.tree.data[start * dim..end * dim];
+        let width = BLOCK * dim;
+        let blocks = self.tree.blocks(start, end);
         let ids = &self.tree.ids[start..end];
         let q = self.q.as_ptr();
         let mut limits = self.limits();
-        // Two rows at a time: their chains of dependent additions overlap.
+        // Two rows at a time, both in one block (`start` is a block's
+        // start): their chains of dependent additions overlap.
         let mut at = 0;
         while at < ids.len() {
             let pair = at + 1 < ids.len();
-            let a = &rows[at * dim..(at + 1) * dim];
-            let b = if pair {
-                &rows[(at + 1) * dim..(at + 2) * dim]
-            } else {
-                a
-            };
+            let block = &blocks[at / BLOCK * width..][..width];
+            // Row `at`'s values, then the next row's (or the same again).
+            let a = block[at % BLOCK..].as_ptr();
+            let b = block[(at + usize::from(pair)) % BLOCK..].as_ptr();
             let (mut fa, mut fb) = (_mm256_setzero_pd(), _mm256_setzero_pd());
             for t in 0..dim {
-                // SAFETY: `q` holds `LANES * dim` values.
-                let x = unsafe { _mm256_loadu_pd(q.add(LANES * t)) };
-                let (da, db) = (
-                    _mm256_sub_pd(x, _mm256_set1_pd(a[t])),
-                    _mm256_sub_pd(x, _mm256_set1_pd(b[t])),
-                );
+                // SAFETY: `q` holds `LANES * dim` values; a row's value t
+                // lies `BLOCK * t < width` past its first, within `block`.
+                let (x, ya, yb) = unsafe {
+                    (
+                        _mm256_loadu_pd(q.add(LANES * t)),
+                        _mm256_broadcast_sd(&*a.add(BLOCK * t)),
+                        _mm256_broadcast_sd(&*b.add(BLOCK * t)),
+                    )
+                };
+                let (da, db) = (_mm256_sub_pd(x, ya), _mm256_sub_pd(x, yb));
                 fa = _mm256_add_pd(fa, _mm256_mul_pd(da, da));
                 fb = _mm256_add_pd(fb, _mm256_mul_pd(db, db));
             }
