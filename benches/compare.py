@@ -88,6 +88,23 @@ def run_system(case, system, threads, runs, limit_s):
     return measured([str(c) for c in cmd], env=ANCHOR_ENV, limit_s=limit_s)
 
 
+def merged(passes):
+    """One system's passes as one result: the pass with the least median (a
+    busy host only ever slows a pass down), with every pass's median kept,
+    the largest peak memory and the worst agreement with the oracle."""
+    done = [r for r in passes if "stopped_after_s" not in r]
+    if not done:
+        return passes[0]
+    best = dict(min(done, key=lambda r: r["predict_s"]))
+    best["pass_medians"] = [r["predict_s"] for r in done]
+    for key in ("peak_rss_bytes", "predict_peak_rss_bytes"):
+        if key in best:
+            best[key] = max(r[key] for r in done)
+    best["oracle_agree"] = min(r["oracle_agree"] for r in done)
+    best["oracle_max_rel"] = max(r["oracle_max_rel"] for r in done)
+    return best
+
+
 def cpu_description():
     """The CPU's model and the vector units the kernels choose between: the
     bf16 products (AMX tiles, AVX-512 BF16) change brute force's speed most."""
@@ -158,6 +175,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fill-s", type=float, default=3.0,
                         help="short predicts run again until their runs add up to this (15 at most)")
+    parser.add_argument("--passes", type=int, default=2,
+                        help="times every system runs, in turn with the others (the --big case: once)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--systems", default=",".join(list(RUST_SYSTEMS) + PY_SYSTEMS))
     parser.add_argument("--big", action="store_true", help="add 1,000,000 x 200,000 at d = 8")
@@ -190,24 +209,31 @@ def main():
         want = oracle(X, y, Xt, meta["k"], rows)
         del X, y, Xt
         for threads in [a.threads] + [int(t) for t in a.scaling_threads.split(",") if t]:
-            for system in systems:
-                if threads != a.threads and system not in scaling_systems:
-                    continue
-                if system.startswith("linfa_nn") and meta["dim"] >= 32 and not a.linfa_everywhere:
-                    continue  # see LINFA_NOTE
-                repeats = a.repeats if threads == a.threads else (a.scaling_repeats or a.repeats)
-                limit_s = a.limit_s
-                if case == BIG:
-                    # One run of each anchor there: one is minutes long.
-                    limit_s = a.big_limit_s
-                    repeats = repeats if system in RUST_SYSTEMS and system.startswith("sparkbook") else 1
-                r = run_system(case, system, threads, (repeats, a.fill_s), limit_s)
-                r.update(system=system, threads=threads, case=case, meta=meta)
-                if "stopped_after_s" not in r:
-                    pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
-                    r["oracle_agree"], r["oracle_max_rel"] = agreement(pred, want, rows)
-                results.append(r)
-                print(json.dumps(r), flush=True)
+            jobs = [s for s in systems
+                    if (threads == a.threads or s in scaling_systems)
+                    # see LINFA_NOTE
+                    and not (s.startswith("linfa_nn") and meta["dim"] >= 32 and not a.linfa_everywhere)]
+            runs = {s: [] for s in jobs}
+            # Every system once, then every system again: a busy moment of the
+            # shared host then slows one pass of each, not one system's only one.
+            for _ in range(1 if case == BIG else a.passes):
+                for system in jobs:
+                    if any("stopped_after_s" in r for r in runs[system]):
+                        continue  # once past the limit, not run again
+                    repeats = a.repeats if threads == a.threads else (a.scaling_repeats or a.repeats)
+                    limit_s = a.limit_s
+                    if case == BIG:
+                        # One run of each anchor there: one is minutes long.
+                        limit_s = a.big_limit_s
+                        repeats = repeats if system in RUST_SYSTEMS and system.startswith("sparkbook") else 1
+                    r = run_system(case, system, threads, (repeats, a.fill_s), limit_s)
+                    r.update(system=system, threads=threads, case=case, meta=meta)
+                    if "stopped_after_s" not in r:
+                        pred = np.fromfile(DATA / case / f"pred_{system}_t{threads}.f64", dtype="<f8")
+                        r["oracle_agree"], r["oracle_max_rel"] = agreement(pred, want, rows)
+                    runs[system].append(r)
+                    print(json.dumps(r), flush=True)
+            results += [merged(runs[s]) for s in jobs]
         json.dump({"info": info, "results": results}, open(DATA / "results.json", "w"), indent=1)
     growth = [] if a.no_growth else [json.loads(line) for line in subprocess.run(
         [str(RUST), "growth", "--threads", str(a.threads)], check=True, capture_output=True,
