@@ -685,10 +685,28 @@ mod tests {
 
     #[test]
     fn rows_come_back_in_their_order() {
-        let data: Vec<f64> = (0..500 * 3).map(|i| ((i * 7919) % 1009) as f64).collect();
-        let tree = KdTree::build(data.clone(), 500, 3, 7);
+        // 501 rows: the last block is padded.
+        let data: Vec<f64> = (0..501 * 3).map(|i| ((i * 7919) % 1009) as f64).collect();
+        let tree = KdTree::build(data.clone(), 501, 3, 7);
         assert_eq!(tree.original_rows(), data);
         assert_eq!(tree.into_rows(), data);
+    }
+
+    /// Every node starts at a block, so leaves and seed subtrees are whole
+    /// blocks but for the rows' end.
+    #[test]
+    fn nodes_start_at_blocks() {
+        let data: Vec<f64> = (0..1001 * 2).map(|i| ((i * 7919) % 1009) as f64).collect();
+        for leaf in [1, 5, 30] {
+            let tree = KdTree::build(data.clone(), 1001, 2, leaf);
+            for n in &tree.nodes {
+                assert_eq!(n.start as usize % BLOCK, 0, "{n:?}");
+                assert!(n.end as usize % BLOCK == 0 || n.end == 1001, "{n:?}");
+                if n.right == 0 {
+                    assert!((n.end - n.start) as usize <= leaf.max(BLOCK), "{n:?}");
+                }
+            }
+        }
     }
 
     /// Low dimension prunes, uniform d = 32 at k = 100 does not: the choice
