@@ -2,11 +2,10 @@
 //!
 //! Queries are answered in leaf order (see `KdTree::locality_order`), so
 //! consecutive ones visit nearly the same nodes. Searched one at a time, each
-//! query pays for every box bound and every leaf row on its own, and a leaf
-//! row's fold needs a 4 x 4 transpose to fill a vector. Searched four at a
-//! time, one vector operation serves the four: a coordinate of a box or of a
-//! row is broadcast against the four queries' coordinates, which lie in a
-//! vector already. Each lane keeps its own seed, heap and limit, and a node is
+//! query pays for every box bound and every leaf row on its own. Searched
+//! four at a time, one vector operation serves the four: a coordinate of a
+//! box or of a row (from its block, see `metric::BLOCK`) is broadcast against
+//! the four queries' coordinates, which lie in a vector already. Each lane keeps its own seed, heap and limit, and a node is
 //! entered for the lanes whose bound passes their own limit, so what each
 //! query admits and prunes is decided as in its own search; per lane the
 //! operations are the reference's (`q - x`, square, add, in dimension order,
