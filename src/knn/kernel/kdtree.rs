@@ -700,8 +700,11 @@ mod tests {
         for leaf in [1, 5, 30] {
             let tree = KdTree::build(data.clone(), 1001, 2, leaf);
             for n in &tree.nodes {
-                assert_eq!(n.start as usize % BLOCK, 0, "{n:?}");
-                assert!(n.end as usize % BLOCK == 0 || n.end == 1001, "{n:?}");
+                assert!((n.start as usize).is_multiple_of(BLOCK), "{n:?}");
+                assert!(
+                    (n.end as usize).is_multiple_of(BLOCK) || n.end == 1001,
+                    "{n:?}"
+                );
                 if n.right == 0 {
                     assert!((n.end - n.start) as usize <= leaf.max(BLOCK), "{n:?}");
                 }
