@@ -80,11 +80,11 @@ def run_system(case, system, threads, runs, limit_s):
     """`runs`: (repeats, fill_s), as compare.rs and anchors.py take them."""
     path = DATA / case
     repeats, fill_s = runs
-    runs = ["--threads", str(threads), "--repeats", str(repeats), "--fill-s", str(fill_s)]
+    flags = ["--threads", str(threads), "--repeats", str(repeats), "--fill-s", str(fill_s)]
     if system in RUST_SYSTEMS:
-        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system]] + runs
+        cmd = [RUST, "run", "--case", path, "--system", RUST_SYSTEMS[system]] + flags
         return measured([str(c) for c in cmd], limit_s=limit_s)
-    cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system] + runs
+    cmd = [sys.executable, ROOT / "benches" / "anchors.py", "--case", path, "--system", system] + flags
     return measured([str(c) for c in cmd], env=ANCHOR_ENV, limit_s=limit_s)
 
 

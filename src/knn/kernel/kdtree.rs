@@ -155,15 +155,14 @@ impl KdTree {
     }
 
     /// The training rows in their original order, moved back in place.
-    pub fn into_rows(mut self) -> Vec<f64> {
+    pub fn into_rows(self) -> Vec<f64> {
         let mut back = vec![0; self.rows];
         for (pos, &id) in self.ids.iter().enumerate() {
             back[id as usize] = pos as u32;
         }
-        from_blocks(&mut self.data, self.dim);
-        self.data.truncate(self.rows * self.dim);
-        permute_rows(&mut self.data, self.dim, &back);
-        self.data
+        let mut data = row_major(self.data, self.rows, self.dim);
+        permute_rows(&mut data, self.dim, &back);
+        data
     }
 
     /// The training rows back in their original order (for saving a model).
@@ -212,9 +211,7 @@ impl KdTree {
         // Brute force takes rows one after the other: a copy for the call,
         // made only where the tree does not pay off, which `Auto` settles at
         // the fit.
-        let mut rows = self.data.clone();
-        from_blocks(&mut rows, self.dim);
-        rows.truncate(self.rows * self.dim);
+        let rows = row_major(self.data.clone(), self.rows, self.dim);
         let rows = Points::new(&rows, self.rows, self.dim);
         self.brute.knn(rows, Some(&self.ids), queries, k, metric)
     }
@@ -468,8 +465,8 @@ fn to_blocks(data: &mut Vec<f64>, dim: usize) {
     }
 }
 
-/// [`to_blocks`] undone, padding kept.
-fn from_blocks(data: &mut [f64], dim: usize) {
+/// [`to_blocks`] undone, in place: the first `rows` rows, row-major.
+fn row_major(mut data: Vec<f64>, rows: usize, dim: usize) -> Vec<f64> {
     let width = BLOCK * dim;
     let mut spare = vec![0.0; width];
     for block in data.chunks_exact_mut(width) {
@@ -480,6 +477,8 @@ fn from_blocks(data: &mut [f64], dim: usize) {
             }
         }
     }
+    data.truncate(rows * dim);
+    data
 }
 
 /// Calls `each(i, fold)` for each stored row `start + i` of `start..end`

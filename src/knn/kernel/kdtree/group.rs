@@ -5,11 +5,12 @@
 //! query pays for every box bound and every leaf row on its own. Searched
 //! four at a time, one vector operation serves the four: a coordinate of a
 //! box or of a row (from its block, see `metric::BLOCK`) is broadcast against
-//! the four queries' coordinates, which lie in a vector already. Each lane keeps its own seed, heap and limit, and a node is
-//! entered for the lanes whose bound passes their own limit, so what each
-//! query admits and prunes is decided as in its own search; per lane the
-//! operations are the reference's (`q - x`, square, add, in dimension order,
-//! never fused), so every bit of every answer is the same.
+//! the four queries' coordinates, which lie in a vector already. Each lane
+//! keeps its own seed, heap and limit, and a node is entered for the lanes
+//! whose bound passes their own limit, so what each query admits and prunes
+//! is decided as in its own search; per lane the operations are the
+//! reference's (`q - x`, square, add, in dimension order, never fused), so
+//! every bit of every answer is the same.
 //!
 //! Lanes part where their queries' neighbourhoods differ, and a lane left on
 //! its own in a subtree searches it as a lone query (`Search::visit`): a row
