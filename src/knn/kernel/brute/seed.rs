@@ -257,10 +257,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
 
     /// Seeds queries `q0..q0 + qn`, whose packed form is `qpack` (query `i`'s
     /// value `t` at `t * stride + i`). Where `tiles` is given (the group's
-    /// queries packed there) and [`SeedTiles`] are, the batches after the
-    /// first take bf16 products if the first one's margins say they pay
-    /// (`pays`), `scan`'s margin widened to `bf16_shrink` for them. Leaves
-    /// `scan.shrink` as it found it; thresholds may be in either margin.
+    /// queries packed there) and [`SeedTiles`] are, the batches take bf16
+    /// products, `scan`'s margin widened to `bf16_shrink` for them, unless
+    /// the first one's margins say they do not pay (`pays`): the rest then
+    /// take f32 products. Leaves `scan.shrink` as it found it; thresholds
+    /// may be in either margin.
     pub(super) fn run(
         &mut self,
         scan: &mut Scan<T>,
@@ -277,8 +278,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
         let rank = (2 * k).div_ceil(step) + 4;
         let sampled = s.div_ceil(step);
         let shrink = scan.shrink;
-        let (mut gemm, mut bf16) = (Source::Gemm(self.seeds), None);
-        let mut tiles = tiles.zip(self.tiles);
+        let mut gemm = Source::Gemm(self.seeds);
+        let mut bf16 = tiles.zip(self.tiles).map(|((tiles, bf16_shrink), seeds)| {
+            scan.shrink = bf16_shrink;
+            Source::Tiles(tiles, seeds)
+        });
         for b0 in (0..qn).step_by(BATCH) {
             let bn = BATCH.min(qn - b0);
             let batch = (b0, bn);
@@ -345,11 +349,9 @@ impl<'a, T: Lane> Seeding<'a, T> {
                     seeded[e as u32 as usize / 64] = 0;
                 }
             }
-            if b0 == 0
-                && let Some(((tiles, bf16_shrink), seeds)) = tiles.take().filter(|_| pays(scan, bn))
-            {
-                bf16 = Some(Source::Tiles(tiles, seeds));
-                scan.shrink = bf16_shrink;
+            if b0 == 0 && bf16.is_some() && !pays(scan, bn) {
+                bf16 = None;
+                scan.shrink = shrink;
             }
         }
         scan.shrink = shrink;
