@@ -542,10 +542,10 @@ fn centered_sq(p: Points, mu: &[f64]) -> (f64, f64) {
 /// # Products in bf16
 /// Where `halves` allows (f32 only), products may come from bf16 copies of
 /// the packed values (see [`bf16`]), the margin widened by [`bf16::SLACK`]:
-/// the seed's from a group's first batch on, unless that batch's margins
-/// pass [`SEED_TILE_MARGIN_SHARE`], and a group's products after the seed where
-/// [`TILE_MARGIN_SHARE`] does. Thresholds are derived again whenever the
-/// margin changes.
+/// the seed's from a group's first batch on, back to f32 after it where
+/// that batch's margins exceed [`SEED_TILE_MARGIN_SHARE`], and a group's
+/// products after the seed where [`TILE_MARGIN_SHARE`] says so. Thresholds
+/// are derived again whenever the margin changes.
 fn prefilter<T: Lane>(
     train: Points,
     ids: Option<&[u32]>,
@@ -757,13 +757,14 @@ const TILE_MARGIN_SHARE: f64 = 0.05;
 /// [`TILE_MARGIN_SHARE`] for the seed's products, judged on a group's first
 /// batch (its limits are exact whatever the products' precision, so that
 /// batch is seeded on tiles too: in f32 it was 7% of King County's time,
-/// one batch of 27 at ten times a tile batch's cost). The seed takes a product with every one of its rows
-/// for every query (16k at most), the tiles' chief saving, while the wider
-/// margin adds only the rows in a thin shell around the k-th distance: King
-/// County (margin ~5% of it) offered 24% more rows and ran 11% faster on
-/// tiles (2 threads, 0.083 -> 0.075 s). 0.25 is a judgement, not a measured
-/// break-even: at a quarter of the k-th distance the shell holds about as
-/// many rows as the top k once the data fill 8 or more dimensions.
+/// one batch of 27 at ten times a tile batch's cost). The seed takes a
+/// product with every one of its rows for every query (16k at most), the
+/// tiles' chief saving, while the wider margin adds only the rows in a thin
+/// shell around the k-th distance: King County (margin ~5% of it) offered
+/// 24% more rows and ran 11% faster on tiles (2 threads, 0.083 -> 0.075 s).
+/// 0.25 is a judgement, not a measured break-even: at a quarter of the k-th
+/// distance the shell holds about as many rows as the top k once the data
+/// fill 8 or more dimensions.
 const SEED_TILE_MARGIN_SHARE: f64 = 0.25;
 
 /// Whether most of seeded queries' margins stay within `share` of their

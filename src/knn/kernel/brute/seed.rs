@@ -279,10 +279,11 @@ impl<'a, T: Lane> Seeding<'a, T> {
         let sampled = s.div_ceil(step);
         let shrink = scan.shrink;
         let mut gemm = Source::Gemm(self.seeds);
-        let mut bf16 = tiles.zip(self.tiles).map(|((tiles, bf16_shrink), seeds)| {
+        let mut bf16 = None;
+        if let Some(((tiles, bf16_shrink), seeds)) = tiles.zip(self.tiles) {
+            bf16 = Some(Source::Tiles(tiles, seeds));
             scan.shrink = bf16_shrink;
-            Source::Tiles(tiles, seeds)
-        });
+        }
         for b0 in (0..qn).step_by(BATCH) {
             let bn = BATCH.min(qn - b0);
             let batch = (b0, bn);
