@@ -63,8 +63,8 @@ enum Command {
         /// three moments of a shared host's noise.
         #[arg(long, default_value_t = 0.0)]
         fill_s: f64,
-        /// Leaf size of sparkbook's k-d tree (sklearn's default, 30).
-        #[arg(long, default_value_t = 30)]
+        /// Leaf size of sparkbook's k-d tree (sparkbook's default, 64).
+        #[arg(long, default_value_t = 64)]
         leaf_size: usize,
     },
     /// The machine's GEMM rate (matrixmultiply, 1024^3 per thread, all threads at

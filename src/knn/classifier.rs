@@ -207,7 +207,7 @@ impl<L: Label> KnnClassifier<L> {
     /// let data = linfa::Dataset::new(array![[0.0], [1.0]], array![0, 1]);
     /// let model = KnnClassifier::params(1).metric(Metric::Manhattan).fit(&data)?;
     /// assert_eq!(model.params_used().metric(), Metric::Manhattan);
-    /// assert_eq!(model.params_used().leaf_size(), 30);
+    /// assert_eq!(model.params_used().leaf_size(), 64);
     /// # Ok::<(), sparkbook::Error>(())
     /// ```
     pub fn params_used(&self) -> &KnnValidParams<Classification> {
