@@ -63,9 +63,9 @@ enum Command {
         /// three moments of a shared host's noise.
         #[arg(long, default_value_t = 0.0)]
         fill_s: f64,
-        /// Leaf size of sparkbook's k-d tree (sparkbook's default, 64).
-        #[arg(long, default_value_t = 64)]
-        leaf_size: usize,
+        /// Leaf size of sparkbook's k-d tree (unset: the library's default).
+        #[arg(long)]
+        leaf_size: Option<usize>,
     },
     /// The machine's GEMM rate (matrixmultiply, 1024^3 per thread, all threads at
     /// once): the yardstick for the brute-force kernel's flops.
@@ -396,7 +396,7 @@ struct RunOptions {
     repeats: usize,
     long_run_s: f64,
     fill_s: f64,
-    leaf_size: usize,
+    leaf_size: Option<usize>,
 }
 
 fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
@@ -426,10 +426,12 @@ fn run(dir: &Path, system: System, o: RunOptions) -> Result<()> {
             let mut train = frame_from_files(&dir.join("train_x.f64"), &dir.join("train_y.f64"))?;
             let test = frame_from_files(&dir.join("test_x.f64"), &dir.join("test_y.f64"))?;
             let started = Instant::now();
-            let model = KnnRegressor::params(K)
-                .algorithm(algorithm)
-                .leaf_size(leaf_size)
-                .fit_frame_drain(&mut train, "price")?;
+            let params = KnnRegressor::params(K).algorithm(algorithm);
+            let params = match leaf_size {
+                Some(leaf_size) => params.leaf_size(leaf_size),
+                None => params,
+            };
+            let model = params.fit_frame_drain(&mut train, "price")?;
             let fit_s = started.elapsed().as_secs_f64();
             // The model owns a row-major copy of the training rows (it must outlive
             // the cell that made the frame): draining the frame into it frees each
