@@ -61,6 +61,9 @@ const SIGN: u64 = 1 << 63;
 
 /// The most entries [`TopK::drain_sorted`] sorts by 64-bit keys on the stack.
 const SHORT_SORT: usize = 128;
+/// The low bits of a short sort's key, which hold the entry's place.
+const PLACE: u64 = SHORT_SORT as u64 - 1;
+const _: () = assert!(SHORT_SORT.is_power_of_two());
 
 #[inline(always)]
 pub(super) fn entry(dist: f64, idx: u32) -> Entry {
@@ -239,21 +242,18 @@ impl TopK {
 /// them right.
 fn sort_short<'a>(entries: &[Entry], out: &'a mut [Entry; SHORT_SORT]) -> &'a [Entry] {
     let n = entries.len();
-    let low = u64::MAX
-        .checked_shr(n.leading_zeros() + 64 - usize::BITS)
-        .unwrap_or(0);
     let mut keys = [0u64; SHORT_SORT];
     for (key, (place, &e)) in keys.iter_mut().zip(entries.iter().enumerate()) {
-        *key = ((e >> 32) as u64 & !low) | place as u64;
+        *key = ((e >> 32) as u64 & !PLACE) | place as u64;
     }
     let keys = &mut keys[..n];
     keys.sort_unstable();
     let sorted = &mut out[..n];
     for (s, &key) in sorted.iter_mut().zip(keys.iter()) {
-        *s = entries[(key & low) as usize];
+        *s = entries[(key & PLACE) as usize];
     }
     for j in 1..n {
-        if (keys[j - 1] ^ keys[j]) <= low {
+        if keys[j - 1] & !PLACE == keys[j] & !PLACE {
             let mut a = j;
             while a > 0 && sorted[a - 1] > sorted[a] {
                 sorted.swap(a - 1, a);
