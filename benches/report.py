@@ -44,7 +44,9 @@ def markdown(info, results, growth):
     gemm = info["gemm"]
     out = [f"Run of {info['date']}: {info['cpus']} cpus ({info['cpu']}), {main} threads per system unless noted; "
            f"{info['versions']}. GEMM rate on this machine ({gemm['threads']} threads, "
-           f"matrixmultiply): f32 {gemm['sgemm_gflops']} GFLOP/s, f64 {gemm['dgemm_gflops']} GFLOP/s.",
+           f"matrixmultiply): f32 {gemm['sgemm_gflops']} GFLOP/s, f64 {gemm['dgemm_gflops']} GFLOP/s"
+           + (f"; bf16 dot-product peak (`vdpbf16ps`, all threads): {gemm['bf16_dot_gflops']} GFLOP/s."
+              if gemm.get("bf16_dot_gflops") else "."),
            "", "### Summary",
            "", "Predict times (median of the runs; every system runs in turn with the others twice, and "
            "the faster pass counts, as a busy moment of a shared host only ever slows a pass); ratio = the other system's time / sparkbook `Auto`'s, "
@@ -104,9 +106,14 @@ def markdown(info, results, growth):
         brute = by.get((case, "sparkbook_brute", main))
         if brute and meta["dim"] >= 32:
             flops = 2 * meta["n_train"] * meta["n_test"] * meta["dim"] / brute["predict_s"] / 1e9
-            out += ["", f"sparkbook `Brute` here: {flops:.1f} GFLOP/s of distance work "
-                        f"({flops / gemm['sgemm_gflops']:.0%} of the f32 GEMM rate, "
-                        f"{flops / gemm['dgemm_gflops']:.0%} of the f64 one)."]
+            line = (f"sparkbook `Brute` here: {flops:.1f} GFLOP/s of distance work "
+                    f"({flops / gemm['sgemm_gflops']:.0%} of the f32 GEMM rate, "
+                    f"{flops / gemm['dgemm_gflops']:.0%} of the f64 one).")
+            if gemm.get("bf16_dot_gflops"):
+                floor = 2 * meta["n_train"] * meta["n_test"] * meta["dim"] / gemm["bf16_dot_gflops"] / 1e9
+                line += (f" That is {flops / gemm['bf16_dot_gflops']:.0%} of the bf16 peak, the ceiling of "
+                         f"its products: a predict that computes every product takes at least {floor:.2f} s here.")
+            out += ["", line]
     scaling = sorted({r["threads"] for r in results})
     if len(scaling) > 1:
         out += ["", "### Threads", "",

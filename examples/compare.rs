@@ -68,7 +68,8 @@ enum Command {
         leaf_size: Option<usize>,
     },
     /// The machine's GEMM rate (matrixmultiply, 1024^3 per thread, all threads at
-    /// once): the yardstick for the brute-force kernel's flops.
+    /// once): the yardstick for the brute-force kernel's flops; and the peak of
+    /// `vdpbf16ps`, the ceiling of its bf16 products, where the CPU has it.
     Gemm {
         #[arg(long, default_value_t = 2)]
         threads: usize,
@@ -539,10 +540,72 @@ fn gemm(threads: usize) -> Result<()> {
         .build()
         .map_err(|e| Error::Message(e.to_string()))?;
     let (f32_rate, f64_rate) = pool.install(|| (rate(threads, 1.0f32), rate(threads, 1.0f64)));
+    let bf16_rate = bf16_peak(threads);
+    let bf16_rate = bf16_rate.map_or("null".to_string(), |r| format!("{r:.1}"));
     println!(
-        "{{\"threads\": {threads}, \"sgemm_gflops\": {f32_rate:.1}, \"dgemm_gflops\": {f64_rate:.1}}}"
+        "{{\"threads\": {threads}, \"sgemm_gflops\": {f32_rate:.1}, \"dgemm_gflops\": {f64_rate:.1}, \"bf16_dot_gflops\": {bf16_rate}}}"
     );
     Ok(())
+}
+
+/// The most `vdpbf16ps` can do on all threads at once, in GFLOP/s (a product and
+/// its sum are two flops), where the CPU has AVX-512 BF16: the ceiling of
+/// sparkbook's bf16 products, which no kernel that computes every product can
+/// pass. Twelve independent accumulators hide the instruction's latency; they are
+/// named variables, as the compiler kept an array of them partly on the stack,
+/// which measured half the rate.
+fn bf16_peak(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const ITERS: usize = 100_000_000;
+        #[target_feature(enable = "avx512f,avx512bf16")]
+        fn spin(seed: f32) -> f32 {
+            let one = _mm512_set1_ps(1.0);
+            let x = _mm512_cvtne2ps_pbh(one, one);
+            let s = _mm512_set1_ps(seed);
+            let (mut a0, mut a1, mut a2, mut a3, mut a4, mut a5) = (s, s, s, s, s, s);
+            let (mut b0, mut b1, mut b2, mut b3, mut b4, mut b5) = (s, s, s, s, s, s);
+            for _ in 0..ITERS {
+                a0 = _mm512_dpbf16_ps(a0, x, x);
+                a1 = _mm512_dpbf16_ps(a1, x, x);
+                a2 = _mm512_dpbf16_ps(a2, x, x);
+                a3 = _mm512_dpbf16_ps(a3, x, x);
+                a4 = _mm512_dpbf16_ps(a4, x, x);
+                a5 = _mm512_dpbf16_ps(a5, x, x);
+                b0 = _mm512_dpbf16_ps(b0, x, x);
+                b1 = _mm512_dpbf16_ps(b1, x, x);
+                b2 = _mm512_dpbf16_ps(b2, x, x);
+                b3 = _mm512_dpbf16_ps(b3, x, x);
+                b4 = _mm512_dpbf16_ps(b4, x, x);
+                b5 = _mm512_dpbf16_ps(b5, x, x);
+            }
+            [a0, a1, a2, a3, a4, a5, b0, b1, b2, b3, b4, b5]
+                .iter()
+                .map(|&a| _mm512_reduce_add_ps(a))
+                .sum()
+        }
+        if !(std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bf16"))
+        {
+            return None;
+        }
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                // SAFETY: both features were detected just above.
+                scope.spawn(move || std::hint::black_box(unsafe { spin(t as f32) }));
+            }
+        });
+        // 12 accumulators of 16 lanes, two products a lane, two flops each.
+        let flops = (ITERS * 12 * 16 * 2 * 2 * threads) as f64;
+        Some(flops / started.elapsed().as_secs_f64() / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
 }
 
 fn growth(threads: usize, queries: usize) -> Result<()> {
