@@ -26,6 +26,7 @@ use super::select::{Neighbors, TopK, entry};
 
 #[cfg(target_arch = "x86_64")]
 mod group;
+mod planes;
 
 /// Above this average share of training rows scanned per query, Euclidean
 /// brute force wins: its GEMM-bound cost per pair is far below a tree's exact
@@ -73,8 +74,11 @@ pub struct KdTree {
     /// The training rows in leaf order, in blocks of [`BLOCK`] rows, each
     /// block dimension by dimension: stored row p's value t is at
     /// `BLOCK * dim * (p / BLOCK) + BLOCK * t + p % BLOCK`. The last block is
-    /// padded with zeros, which no node covers.
+    /// padded with zeros, which no node covers. In a split tree (`planes`),
+    /// the values' `f32` cuts in the same order, in half the buffer.
     data: Vec<f64>,
+    /// A split tree's values' low 32 bits, in the same order; else empty.
+    lo: Vec<u32>,
     /// The original training index of each stored row.
     ids: Vec<u32>,
     nodes: Vec<Node>,
@@ -88,6 +92,12 @@ pub struct KdTree {
     kids: Vec<f32>,
     /// The brute force a call hands over to when the tree would not pay off.
     brute: Brute,
+    /// Whether each leaf's rows are stored as two planes of 32-bit halves
+    /// (see `planes`): trees past [`planes::SPLIT_BYTES`].
+    split: bool,
+    /// How far a split tree's rows cut to `f32`s may lie from the rows
+    /// (`planes::slack`).
+    slack: f64,
 }
 
 impl KdTree {
@@ -97,7 +107,20 @@ impl KdTree {
     /// Median split on the widest dimension of each node's tight box keeps
     /// the tree balanced (depth ~log2(n / leaf_size)) even on skewed data.
     /// `leaf_size` around 16..64 suits k ~ 100; 0 is treated as 1.
-    pub fn build(mut data: Vec<f64>, rows: usize, dim: usize, leaf_size: usize) -> KdTree {
+    pub fn build(data: Vec<f64>, rows: usize, dim: usize, leaf_size: usize) -> KdTree {
+        let split = data.len() * 8 > planes::SPLIT_BYTES;
+        KdTree::build_split(data, rows, dim, leaf_size, split)
+    }
+
+    /// [`KdTree::build`], its rows split as asked where every value allows
+    /// it (see `planes`).
+    fn build_split(
+        mut data: Vec<f64>,
+        rows: usize,
+        dim: usize,
+        leaf_size: usize,
+        split: bool,
+    ) -> KdTree {
         assert_eq!(data.len(), rows * dim, "train shape");
         assert!(dim >= 1, "dim must be >= 1");
         let n = u32::try_from(rows).expect("training indices must fit u32");
@@ -113,8 +136,13 @@ impl KdTree {
         build_node(train, &mut parts, 0, rows, leaf_size.max(1), None);
         permute_rows(&mut data, dim, &ids);
         let brute = Brute::new(Points::new(&data, rows, dim));
+        let slack = if split {
+            planes::slack(&data, dim)
+        } else {
+            None
+        };
         to_blocks(&mut data, dim);
-        KdTree {
+        let mut tree = KdTree {
             rows,
             dim,
             data,
@@ -122,7 +150,14 @@ impl KdTree {
             nodes,
             kids,
             brute,
+            lo: Vec::new(),
+            split: false,
+            slack: slack.unwrap_or(f64::INFINITY),
+        };
+        if slack.is_some() {
+            tree.split_rows();
         }
+        tree
     }
 
     pub fn rows(&self) -> usize {
@@ -136,6 +171,7 @@ impl KdTree {
     /// Bytes held: the rows, their indices, nodes and boxes.
     pub fn byte_size(&self) -> usize {
         self.data.capacity() * 8
+            + self.lo.capacity() * 4
             + self.ids.capacity() * 4
             + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.kids.capacity() * 4
@@ -157,7 +193,10 @@ impl KdTree {
     }
 
     /// The training rows in their original order, moved back in place.
-    pub fn into_rows(self) -> Vec<f64> {
+    pub fn into_rows(mut self) -> Vec<f64> {
+        if self.split {
+            self.join_rows();
+        }
         let mut back = vec![0; self.rows];
         for (pos, &id) in self.ids.iter().enumerate() {
             back[id as usize] = pos as u32;
@@ -171,28 +210,56 @@ impl KdTree {
     pub fn original_rows(&self) -> Vec<f64> {
         let dim = self.dim;
         let mut out = vec![0.0; self.rows * dim];
-        for (pos, &id) in self.ids.iter().enumerate() {
-            let id = id as usize;
-            for (o, v) in out[id * dim..(id + 1) * dim].iter_mut().zip(self.row(pos)) {
-                *o = v;
-            }
-        }
+        self.stored_rows(|pos, row| {
+            let id = self.ids[pos] as usize;
+            out[id * dim..(id + 1) * dim].copy_from_slice(row);
+        });
         out
     }
 
+    /// Calls `each(pos, row)` for every stored row, in order, a leaf's rows
+    /// at a time (joined from their planes where the tree is split).
+    fn stored_rows(&self, mut each: impl FnMut(usize, &[f64])) {
+        let (dim, mut scratch, mut row) = (self.dim, Vec::new(), vec![0.0; self.dim]);
+        let mut node = 0;
+        while node < self.nodes.len() {
+            let n = self.nodes[node];
+            if n.right == 0 {
+                let blocks = self.node_blocks(node, &mut scratch);
+                for at in 0..(n.end - n.start) as usize {
+                    let block = &blocks[at / BLOCK * BLOCK * dim..];
+                    for (t, v) in row.iter_mut().enumerate() {
+                        *v = block[BLOCK * t + at % BLOCK];
+                    }
+                    each(n.start as usize + at, &row);
+                }
+            }
+            node += 1;
+        }
+    }
+
     /// Stored row `pos`'s values.
-    fn row(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
+    fn row(&self, pos: usize) -> Vec<f64> {
+        if self.split {
+            return (0..self.dim).map(|t| self.split_value(pos, t)).collect();
+        }
         self.blocks(pos, pos + 1)[pos % BLOCK..]
             .iter()
             .step_by(BLOCK)
             .copied()
+            .collect()
     }
 
     /// The blocks that hold stored rows `start..end`, `start` at a block's
-    /// start (every node's is).
+    /// start (every node's is), of a tree that is not split.
     fn blocks(&self, start: usize, end: usize) -> &[f64] {
+        debug_assert!(!self.split);
+        &self.data[self.block_range(start, end)]
+    }
+
+    fn block_range(&self, start: usize, end: usize) -> std::ops::Range<usize> {
         let width = BLOCK * self.dim;
-        &self.data[start / BLOCK * width..end.div_ceil(BLOCK) * width]
+        start / BLOCK * width..end.div_ceil(BLOCK) * width
     }
 
     /// `metric`: Euclidean, Manhattan, Chebyshev or Minkowski. Cosine has no
@@ -213,7 +280,10 @@ impl KdTree {
         // Brute force takes rows one after the other: a copy for the call,
         // made only where the tree does not pay off, which `Auto` settles at
         // the fit.
-        let rows = row_major(self.data.clone(), self.rows, self.dim);
+        let mut rows = vec![0.0; self.rows * self.dim];
+        self.stored_rows(|pos, row| {
+            rows[pos * self.dim..(pos + 1) * self.dim].copy_from_slice(row)
+        });
         let rows = Points::new(&rows, self.rows, self.dim);
         self.brute.knn(rows, Some(&self.ids), queries, k, metric)
     }
@@ -483,27 +553,26 @@ fn row_major(mut data: Vec<f64>, rows: usize, dim: usize) -> Vec<f64> {
     data
 }
 
-/// Calls `each(i, fold)` for each stored row `start + i` of `start..end`
-/// (`start` at a block's start), in order, with the reduced fold from `q`
-/// to it: the complete reference fold or, for a metric whose scans stop
-/// early, possibly a partial one above `limit`.
+/// Calls `each(i, fold)` for each of the first `n` rows of `blocks` (whole
+/// blocks, see [`BLOCK`]), in order, with the reduced fold from `q` to it:
+/// the complete reference fold or, for a metric whose scans stop early,
+/// possibly a partial one above `limit`.
 #[inline(always)]
 fn leaf_folds<F: Fold>(
     f: F,
     q: &[f64],
-    (tree, start, end): (&KdTree, usize, usize),
+    (blocks, n): (&[f64], usize),
     limit: f64,
     mut each: impl FnMut(usize, f64),
 ) {
-    let blocks = tree.blocks(start, end);
     if F::EARLY_EXIT {
         let width = BLOCK * q.len();
-        for at in 0..end - start {
+        for at in 0..n {
             let block = &blocks[at / BLOCK * width..][..width];
             each(at, fold_block_until(f, q, block, at % BLOCK, limit));
         }
     } else {
-        fold_blocks(f, q, blocks, end - start, each);
+        fold_blocks(f, q, blocks, n, each);
     }
 }
 
@@ -521,6 +590,16 @@ struct Search<'t, F> {
     seeded: (u32, u32),
     /// Seed distances on their way into the heap.
     seeds: Vec<(f64, u32)>,
+    /// Rows joined from a split tree's planes.
+    scratch: Vec<f64>,
+    /// Whether a split tree's leaves are scanned by their `f32` cuts, with
+    /// AVX2 (`planes`).
+    #[cfg(target_arch = "x86_64")]
+    cuts: bool,
+    /// The query in `f32`s, and how far they lie from it
+    /// (`planes::query_slack`), for a split tree's scans.
+    q32: Vec<f32>,
+    near: f64,
 }
 
 impl<'t, F: Fold> Search<'t, F> {
@@ -533,6 +612,11 @@ impl<'t, F: Fold> Search<'t, F> {
             scanned: 0,
             seeded: (0, 0),
             seeds: Vec::new(),
+            scratch: Vec::new(),
+            #[cfg(target_arch = "x86_64")]
+            cuts: F::SQUARES && std::arch::is_x86_feature_detected!("avx2"),
+            q32: Vec::new(),
+            near: f64::INFINITY,
         }
     }
 
@@ -554,15 +638,20 @@ impl<'t, F: Fold> Search<'t, F> {
     /// Fills the heap from the query's seed subtree (see [`Search::answer`]).
     fn seed(&mut self, q: &[f64]) {
         let tree = self.tree;
+        if tree.split {
+            self.near = planes::query_slack(q, &mut self.q32);
+        }
         let want = (SEED * self.top.k()).min(tree.rows);
-        let n = tree.nodes[tree.descend(self.f, q, want)];
+        let node = tree.descend(self.f, q, want);
+        let n = tree.nodes[node];
         self.seeded = (n.start, n.end);
         let (start, end) = (n.start as usize, n.end as usize);
         let dim = tree.dim;
         let ids = &tree.ids[start..end];
         let f = self.f;
         let seeds = &mut self.seeds;
-        leaf_folds(f, q, (tree, start, end), f64::INFINITY, |at, r| {
+        let blocks = tree.node_blocks(node, &mut self.scratch);
+        leaf_folds(f, q, (blocks, end - start), f64::INFINITY, |at, r| {
             seeds.push((f.finish(r), ids[at]))
         });
         self.scanned += end - start;
@@ -594,14 +683,23 @@ impl<'t, F: Fold> Search<'t, F> {
         if n.right == 0 {
             let (start, end) = (n.start as usize, n.end as usize);
             self.scanned += end - start;
+            #[cfg(target_arch = "x86_64")]
+            if tree.split && self.cuts {
+                // SAFETY: AVX2 is present and `F` squares (`cuts`).
+                unsafe { self.leaf_split(q, start, end) };
+                return;
+            }
             let ids = &tree.ids[start..end];
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let blocks = tree.node_blocks(node, &mut scratch);
             // The limit only falls, so a fold that stopped above the leaf's
             // starting limit is above the current one too.
-            leaf_folds(self.f, q, (tree, start, end), self.limit, |at, r| {
+            leaf_folds(self.f, q, (blocks, end - start), self.limit, |at, r| {
                 if r <= self.limit {
                     self.offer(r, ids[at]);
                 }
             });
+            self.scratch = scratch;
             return;
         }
         let (l, r) = (node + 1, n.right as usize);
@@ -636,6 +734,24 @@ mod tests {
         prop::collection::vec(v, rows * dim)
     }
 
+    /// [`matrix`]'s values, values of every sign and of magnitudes an `f32`
+    /// holds the exponent of, and values that share their `f32` cuts and
+    /// differ in their low bits (see `planes`), whose order only the whole
+    /// values settle.
+    fn spread(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
+        let twins = (0i32..3, 0i32..4)
+            .prop_map(|(b, j)| f64::from(b) + 0.5 + f64::from(j) * 2f64.powi(-40));
+        let v = prop_oneof![
+            3 => twins,
+            2 => (0i32..3).prop_map(f64::from),
+            1 => 0.0f64..3.0,
+            1 => -1e30f64..1e30,
+            1 => -1e-30f64..1e-30,
+            1 => (0.0f64..3.0).prop_map(|v| v + 1e-9),
+        ];
+        prop::collection::vec(v, rows * dim)
+    }
+
     proptest! {
         /// `knn` may hand a Euclidean call to brute force, so the tree's own
         /// Euclidean path is checked here with the hand-off disabled. Past
@@ -649,10 +765,36 @@ mod tests {
         ) {
             let k = k.min(rows);
             let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, m, dim));
-            let tree = KdTree::build(train.clone(), rows, dim, leaf);
+            let expected = brute_knn(tp, qp, k, Metric::Euclidean);
+            for split in [false, true] {
+                let tree = KdTree::build_split(train.clone(), rows, dim, leaf, split);
+                let mut out = Neighbors::for_call(tp, qp, k);
+                prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
+                prop_assert_eq!(&out, &expected, "split: {}", split);
+            }
+        }
+
+        /// A split tree (see `planes`) answers as the oracle does, on values
+        /// of every magnitude it takes: the cuts' margin grows with the
+        /// largest, and rows of tiny values lie within it of each other.
+        /// Euclidean scans the cuts; the other metrics fold rows joined from
+        /// the planes.
+        #[test]
+        fn split_trees_answer_as_the_oracle(
+            (rows, dim, m, train, queries) in (1usize..120, 1usize..7, 1usize..40)
+                .prop_flat_map(|(r, d, m)| (Just(r), Just(d), Just(m), spread(r, d), spread(m, d))),
+            k in 1usize..60,
+            leaf in 1usize..12,
+        ) {
+            let k = k.min(rows);
+            let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, m, dim));
+            let tree = KdTree::build_split(train.clone(), rows, dim, leaf, true);
             let mut out = Neighbors::for_call(tp, qp, k);
             prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
             prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
+            for metric in [Metric::Manhattan, Metric::Chebyshev] {
+                prop_assert_eq!(tree.knn(qp, k, metric), brute_knn(tp, qp, k, metric), "{:?}", metric);
+            }
         }
 
         /// Any subset of rows, in any order and of any length (whole groups
@@ -688,9 +830,15 @@ mod tests {
     fn rows_come_back_in_their_order() {
         // 501 rows: the last block is padded.
         let data: Vec<f64> = (0..501 * 3).map(|i| ((i * 7919) % 1009) as f64).collect();
-        let tree = KdTree::build(data.clone(), 501, 3, 7);
-        assert_eq!(tree.original_rows(), data);
-        assert_eq!(tree.into_rows(), data);
+        let whole = KdTree::build(data.clone(), 501, 3, 7);
+        let split = KdTree::build_split(data.clone(), 501, 3, 7, true);
+        for pos in 0..501 {
+            assert_eq!(split.row(pos), whole.row(pos));
+        }
+        for tree in [whole, split] {
+            assert_eq!(tree.original_rows(), data);
+            assert_eq!(tree.into_rows(), data);
+        }
     }
 
     /// Every node starts at a block, so leaves and seed subtrees are whole

@@ -26,7 +26,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, KdTree, LANES, Search};
+use super::{BLOCK, KdTree, LANES, Search, planes};
 use crate::knn::kernel::metric::{Fold, Points};
 use crate::knn::kernel::select::Neighbors;
 
@@ -41,6 +41,9 @@ pub(super) struct Four<'t, F> {
     rows: Vec<f64>,
     /// Whether leaves are folded with AVX-512F ([`Four::leaf_wide`]).
     wide: bool,
+    /// The group's queries in `f32`s, laid out as `q`, for a split tree
+    /// (see `planes`).
+    q32: Vec<f32>,
 }
 
 impl<'t, F: Fold> Four<'t, F> {
@@ -56,6 +59,7 @@ impl<'t, F: Fold> Four<'t, F> {
             q: vec![0.0; LANES * tree.dim],
             rows: vec![0.0; LANES * tree.dim],
             wide,
+            q32: vec![0.0; LANES * tree.dim],
         }
     }
 
@@ -74,6 +78,7 @@ impl<'t, F: Fold> Four<'t, F> {
             self.rows[j * dim..(j + 1) * dim].copy_from_slice(row);
             for (t, &x) in row.iter().enumerate() {
                 self.q[LANES * t + j] = x;
+                self.q32[LANES * t + j] = x as f32;
             }
             if j < chunk.len() {
                 lane.seed(row);
@@ -118,7 +123,10 @@ impl<'t, F: Fold> Four<'t, F> {
         }
         if n.right == 0 {
             let (start, end) = (n.start as usize, n.end as usize);
-            if self.wide {
+            if tree.split {
+                // SAFETY: the caller's promise, passed on.
+                unsafe { self.leaf_split(start, end, mask) };
+            } else if self.wide {
                 // SAFETY: AVX-512F is present (`wide`, see `with_width`).
                 unsafe { self.leaf_wide(start, end, mask) };
             } else {
@@ -341,6 +349,58 @@ impl<'t, F: Fold> Four<'t, F> {
         }
     }
 
+    /// [`Four::leaf`] on a split tree's leaf (see `planes`): the `f32` cuts
+    /// folded eight rows to a vector for each lane, each lane's passing rows
+    /// folded again from their whole values and offered.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, and `F` must square (see `answer`).
+    #[target_feature(enable = "avx2")]
+    unsafe fn leaf_split(&mut self, start: usize, end: usize, mask: u32) {
+        let tree = self.tree;
+        let dim = tree.dim;
+        let (hi, lo) = tree.planes(start, end);
+        let n = end - start;
+        let mut wide = [0.0f32; LANES];
+        for (w, lane) in wide.iter_mut().zip(&self.lanes) {
+            *w = tree.widen(lane.limit, lane.near);
+        }
+        for at in (0..n).step_by(2 * BLOCK) {
+            let (a, b) = planes::blocks8(hi, dim, at, n);
+            let q = self.q32.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); LANES];
+            for t in 0..dim {
+                // SAFETY: the caller's promise; `t < dim`.
+                let y = unsafe { planes::cut8(a, b, t) };
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `q32` holds `LANES * dim` values.
+                    let x = unsafe { *q.add(LANES * t + j) };
+                    let d = _mm256_sub_ps(_mm256_set1_ps(x), y);
+                    *acc = _mm256_add_ps(*acc, _mm256_mul_ps(d, d));
+                }
+            }
+            let rows = (n - at).min(2 * BLOCK);
+            let mut lanes = mask;
+            while lanes != 0 {
+                let j = lanes.trailing_zeros() as usize;
+                lanes &= lanes - 1;
+                let passing = _mm256_cmp_ps::<_CMP_LE_OQ>(acc[j], _mm256_set1_ps(wide[j]));
+                let mut pass = _mm256_movemask_ps(passing) as u32 & ((1 << rows) - 1);
+                let row = &self.rows[j * dim..(j + 1) * dim];
+                while pass != 0 {
+                    let r = at + pass.trailing_zeros() as usize;
+                    pass &= pass - 1;
+                    let e = planes::exact(row, hi, lo, r);
+                    let lane = &mut self.lanes[j];
+                    if e <= lane.limit {
+                        lane.offer(e, tree.ids[start + r]);
+                        wide[j] = tree.widen(lane.limit, lane.near);
+                    }
+                }
+            }
+        }
+    }
+
     /// Offers row `id`, at the folds `acc`, to the lanes in `offer`.
     #[target_feature(enable = "avx2")]
     unsafe fn offer(&mut self, acc: __m256d, mut offer: u32, id: u32) {
@@ -413,19 +473,22 @@ mod tests {
             prop_assume!(std::arch::is_x86_feature_detected!("avx2"));
             let k = k.min(rows);
             let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, 9, dim));
-            let tree = KdTree::build(train.clone(), rows, dim, leaf);
             let expected = brute_knn(tp, qp, k, Metric::Euclidean);
-            // Leaves folded with AVX2, and with AVX-512F where present.
+            // Leaves folded with AVX2, and with AVX-512F where present, from
+            // whole rows and from split ones (see `planes`).
             let wide = std::arch::is_x86_feature_detected!("avx512f");
-            for wide in [false, wide] {
-                let mut four = Four::with_width(&tree, SqEuclid, k, wide);
-                let mut got = Neighbors::for_call(tp, qp, k);
-                for chunk in [&[3, 1, 4, 0][..], &[2, 8, 6, 5], &[7]] {
-                    // SAFETY: AVX2 is present (assumed above), AVX-512F where
-                    // `wide`; the fold is SqEuclid.
-                    unsafe { four.answer(qp, chunk, &mut got) };
+            for split in [false, true] {
+                let tree = KdTree::build_split(train.clone(), rows, dim, leaf, split);
+                for wide in [false, wide] {
+                    let mut four = Four::with_width(&tree, SqEuclid, k, wide);
+                    let mut got = Neighbors::for_call(tp, qp, k);
+                    for chunk in [&[3, 1, 4, 0][..], &[2, 8, 6, 5], &[7]] {
+                        // SAFETY: AVX2 is present (assumed above), AVX-512F
+                        // where `wide`; the fold is SqEuclid.
+                        unsafe { four.answer(qp, chunk, &mut got) };
+                    }
+                    prop_assert_eq!(&got, &expected, "wide: {}, split: {}", wide, split);
                 }
-                prop_assert_eq!(&got, &expected, "wide: {}", wide);
             }
         }
     }
