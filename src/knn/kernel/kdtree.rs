@@ -728,6 +728,38 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The tree's own Euclidean path (the hand-off disabled) and `knn` with
+    /// each of `others` answer as brute force does; `k` is capped at the rows.
+    fn tree_path_matches_brute(
+        train: &[f64],
+        queries: &[f64],
+        dim: usize,
+        (k, leaf, split): (usize, usize, bool),
+        others: &[Metric],
+    ) -> Result<(), TestCaseError> {
+        let (rows, m) = (train.len() / dim, queries.len() / dim);
+        let k = k.min(rows);
+        let (tp, qp) = (Points::new(train, rows, dim), Points::new(queries, m, dim));
+        let tree = KdTree::build_split(train.to_vec(), rows, dim, leaf, split);
+        let mut out = Neighbors::for_call(tp, qp, k);
+        prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
+        prop_assert_eq!(
+            out,
+            brute_knn(tp, qp, k, Metric::Euclidean),
+            "split: {}",
+            split
+        );
+        for &metric in others {
+            prop_assert_eq!(
+                tree.knn(qp, k, metric),
+                brute_knn(tp, qp, k, metric),
+                "{:?}",
+                metric
+            );
+        }
+        Ok(())
+    }
+
     /// Small integers (ties, duplicate rows, queries on box faces) and reals.
     pub(super) fn matrix(rows: usize, dim: usize) -> impl Strategy<Value = Vec<f64>> {
         let v = prop_oneof![3 => (0i32..3).prop_map(f64::from), 1 => 0.0f64..3.0];
@@ -758,19 +790,13 @@ mod tests {
         /// [`SAMPLE`] queries, groups of four answer some (see `run`).
         #[test]
         fn euclidean_tree_path_matches_brute(
-            (rows, dim, m, train, queries) in (1usize..150, 1usize..8, 1usize..90)
-                .prop_flat_map(|(r, d, m)| (Just(r), Just(d), Just(m), matrix(r, d), matrix(m, d))),
+            (dim, train, queries) in (1usize..150, 1usize..8, 1usize..90)
+                .prop_flat_map(|(r, d, m)| (Just(d), matrix(r, d), matrix(m, d))),
             k in 1usize..150,
             leaf in 1usize..20,
         ) {
-            let k = k.min(rows);
-            let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, m, dim));
-            let expected = brute_knn(tp, qp, k, Metric::Euclidean);
             for split in [false, true] {
-                let tree = KdTree::build_split(train.clone(), rows, dim, leaf, split);
-                let mut out = Neighbors::for_call(tp, qp, k);
-                prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
-                prop_assert_eq!(&out, &expected, "split: {}", split);
+                tree_path_matches_brute(&train, &queries, dim, (k, leaf, split), &[])?;
             }
         }
 
@@ -781,20 +807,13 @@ mod tests {
         /// the planes.
         #[test]
         fn split_trees_answer_as_the_oracle(
-            (rows, dim, m, train, queries) in (1usize..120, 1usize..7, 1usize..40)
-                .prop_flat_map(|(r, d, m)| (Just(r), Just(d), Just(m), spread(r, d), spread(m, d))),
+            (dim, train, queries) in (1usize..120, 1usize..7, 1usize..40)
+                .prop_flat_map(|(r, d, m)| (Just(d), spread(r, d), spread(m, d))),
             k in 1usize..60,
             leaf in 1usize..12,
         ) {
-            let k = k.min(rows);
-            let (tp, qp) = (Points::new(&train, rows, dim), Points::new(&queries, m, dim));
-            let tree = KdTree::build_split(train.clone(), rows, dim, leaf, true);
-            let mut out = Neighbors::for_call(tp, qp, k);
-            prop_assert!(tree.run(SqEuclid, qp, &mut out, f64::INFINITY));
-            prop_assert_eq!(out, brute_knn(tp, qp, k, Metric::Euclidean));
-            for metric in [Metric::Manhattan, Metric::Chebyshev] {
-                prop_assert_eq!(tree.knn(qp, k, metric), brute_knn(tp, qp, k, metric), "{:?}", metric);
-            }
+            let others = [Metric::Manhattan, Metric::Chebyshev];
+            tree_path_matches_brute(&train, &queries, dim, (k, leaf, true), &others)?;
         }
 
         /// Any subset of rows, in any order and of any length (whole groups
