@@ -812,7 +812,7 @@ mod tests {
             k in 1usize..60,
             leaf in 1usize..12,
         ) {
-            let others = [Metric::Manhattan, Metric::Chebyshev];
+            let others = [Metric::Manhattan, Metric::Chebyshev, Metric::Minkowski(3.0)];
             tree_path_matches_brute(&train, &queries, dim, (k, leaf, true), &others)?;
         }
 
@@ -843,6 +843,30 @@ mod tests {
                 prop_assert!(f64::from(l.next_up()) > v && f64::from(h.next_down()) < v);
             }
         }
+    }
+
+    /// Rows tied at a k-th Minkowski distance near 1e99 (the 2 in y is
+    /// absorbed by z's cube): the limit must cover the error of the root's
+    /// rounded `1/p`, or the tree prunes the box of rows 1, 3 and 6 and
+    /// answers with higher training indices than the oracle.
+    #[test]
+    fn minkowski_ties_at_large_distances() {
+        let mut train = vec![0.0; 28 * 3];
+        for (row, y) in [(1, 2.0), (3, 2.0), (6, 2.0)] {
+            train[row * 3 + 1] = y;
+        }
+        for (at, z) in [
+            (29, -7.340926696409213e99),
+            (46, -9.459498615961085e99),
+            (52, 6.97439490459128e99),
+        ] {
+            train[at] = z;
+        }
+        let queries = [0.0, 1.4846764214742717e-308, -2.0981021490462562e99];
+        let (tp, qp) = (Points::new(&train, 28, 3), Points::new(&queries, 1, 3));
+        let tree = KdTree::build(train.clone(), 28, 3, 2);
+        let metric = Metric::Minkowski(3.0);
+        assert_eq!(tree.knn(qp, 8, metric), brute_knn(tp, qp, 8, metric));
     }
 
     #[test]

@@ -357,11 +357,18 @@ impl Fold for Lp {
     /// sum can exceed the true fold of a point by `(1 + 4eps)(1 + gamma_dim)`,
     /// and `kth^p` and the final `^(1/p)` each add `2eps` (scaled by `p` when
     /// mapped back); `4 (dim + p + 4) eps` is over twice the sum of these.
+    /// The final root also raises to `1/p` rounded, off by up to `eps / 2p`,
+    /// which moves `r^(1/p)` by a factor `r^(eps / 2p)`: relatively
+    /// `|ln r| eps / 2p`, or `p |ln kth| eps / 2` once mapped back by `^p`.
+    /// At `kth` near 1e99 and `p = 3` that is 34 times the rest, and without
+    /// it a row tied with the k-th distance was pruned (the oracle keeps the
+    /// lower training index); `2 p |ln kth| eps` covers it four times over.
     fn limit(self, kth: f64, dim: usize) -> f64 {
         if !kth.is_finite() {
             return f64::INFINITY;
         }
-        let margin = 4.0 * (dim as f64 + self.0 + 4.0) * f64::EPSILON;
+        let root = 2.0 * self.0 * kth.max(f64::from_bits(1)).ln().abs();
+        let margin = (4.0 * (dim as f64 + self.0 + 4.0) + root) * f64::EPSILON;
         kth.powf(self.0) * (1.0 + margin) + f64::MIN_POSITIVE
     }
 }
