@@ -92,9 +92,6 @@ pub struct KdTree {
     kids: Vec<f32>,
     /// The brute force a call hands over to when the tree would not pay off.
     brute: Brute,
-    /// Whether each leaf's rows are stored as two planes of 32-bit halves
-    /// (see `planes`): trees past [`planes::SPLIT_BYTES`].
-    split: bool,
     /// How far a split tree's rows cut to `f32`s may lie from the rows
     /// (`planes::slack`).
     slack: f64,
@@ -151,7 +148,6 @@ impl KdTree {
             kids,
             brute,
             lo: Vec::new(),
-            split: false,
             slack: slack.unwrap_or(f64::INFINITY),
         };
         if slack.is_some() {
@@ -194,7 +190,7 @@ impl KdTree {
 
     /// The training rows in their original order, moved back in place.
     pub fn into_rows(mut self) -> Vec<f64> {
-        if self.split {
+        if self.split() {
             self.join_rows();
         }
         let mut back = vec![0; self.rows];
@@ -210,50 +206,25 @@ impl KdTree {
     pub fn original_rows(&self) -> Vec<f64> {
         let dim = self.dim;
         let mut out = vec![0.0; self.rows * dim];
-        self.stored_rows(|pos, row| {
-            let id = self.ids[pos] as usize;
-            out[id * dim..(id + 1) * dim].copy_from_slice(row);
-        });
+        for (pos, &id) in self.ids.iter().enumerate() {
+            let id = id as usize;
+            for (o, v) in out[id * dim..(id + 1) * dim].iter_mut().zip(self.row(pos)) {
+                *o = v;
+            }
+        }
         out
     }
 
-    /// Calls `each(pos, row)` for every stored row, in order, a leaf's rows
-    /// at a time (joined from their planes where the tree is split).
-    fn stored_rows(&self, mut each: impl FnMut(usize, &[f64])) {
-        let (dim, mut scratch, mut row) = (self.dim, Vec::new(), vec![0.0; self.dim]);
-        let mut node = 0;
-        while node < self.nodes.len() {
-            let n = self.nodes[node];
-            if n.right == 0 {
-                let blocks = self.node_blocks(node, &mut scratch);
-                for at in 0..(n.end - n.start) as usize {
-                    let block = &blocks[at / BLOCK * BLOCK * dim..];
-                    for (t, v) in row.iter_mut().enumerate() {
-                        *v = block[BLOCK * t + at % BLOCK];
-                    }
-                    each(n.start as usize + at, &row);
-                }
-            }
-            node += 1;
-        }
-    }
-
     /// Stored row `pos`'s values.
-    fn row(&self, pos: usize) -> Vec<f64> {
-        if self.split {
-            return (0..self.dim).map(|t| self.split_value(pos, t)).collect();
-        }
-        self.blocks(pos, pos + 1)[pos % BLOCK..]
-            .iter()
-            .step_by(BLOCK)
-            .copied()
-            .collect()
+    fn row(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
+        let at = pos / BLOCK * BLOCK * self.dim + pos % BLOCK;
+        (0..self.dim).map(move |t| self.value(at + BLOCK * t))
     }
 
     /// The blocks that hold stored rows `start..end`, `start` at a block's
     /// start (every node's is), of a tree that is not split.
     fn blocks(&self, start: usize, end: usize) -> &[f64] {
-        debug_assert!(!self.split);
+        debug_assert!(!self.split());
         &self.data[self.block_range(start, end)]
     }
 
@@ -280,10 +251,9 @@ impl KdTree {
         // Brute force takes rows one after the other: a copy for the call,
         // made only where the tree does not pay off, which `Auto` settles at
         // the fit.
-        let mut rows = vec![0.0; self.rows * self.dim];
-        self.stored_rows(|pos, row| {
-            rows[pos * self.dim..(pos + 1) * self.dim].copy_from_slice(row)
-        });
+        let mut rows = Vec::new();
+        self.join(self.block_range(0, self.rows), &mut rows);
+        let rows = row_major(rows, self.rows, self.dim);
         let rows = Points::new(&rows, self.rows, self.dim);
         self.brute.knn(rows, Some(&self.ids), queries, k, metric)
     }
@@ -638,7 +608,7 @@ impl<'t, F: Fold> Search<'t, F> {
     /// Fills the heap from the query's seed subtree (see [`Search::answer`]).
     fn seed(&mut self, q: &[f64]) {
         let tree = self.tree;
-        if tree.split {
+        if tree.split() {
             self.near = planes::query_slack(q, &mut self.q32);
         }
         let want = (SEED * self.top.k()).min(tree.rows);
@@ -684,7 +654,7 @@ impl<'t, F: Fold> Search<'t, F> {
             let (start, end) = (n.start as usize, n.end as usize);
             self.scanned += end - start;
             #[cfg(target_arch = "x86_64")]
-            if tree.split && self.cuts {
+            if tree.split() && self.cuts {
                 // SAFETY: AVX2 is present and `F` squares (`cuts`).
                 unsafe { self.leaf_split(q, start, end) };
                 return;
@@ -876,7 +846,7 @@ mod tests {
         let whole = KdTree::build(data.clone(), 501, 3, 7);
         let split = KdTree::build_split(data.clone(), 501, 3, 7, true);
         for pos in 0..501 {
-            assert_eq!(split.row(pos), whole.row(pos));
+            assert!(split.row(pos).eq(whole.row(pos)));
         }
         for tree in [whole, split] {
             assert_eq!(tree.original_rows(), data);

@@ -123,7 +123,7 @@ impl<'t, F: Fold> Four<'t, F> {
         }
         if n.right == 0 {
             let (start, end) = (n.start as usize, n.end as usize);
-            if tree.split {
+            if tree.split() {
                 // SAFETY: the caller's promise, passed on.
                 unsafe { self.leaf_split(start, end, mask) };
             } else if self.wide {
@@ -359,8 +359,8 @@ impl<'t, F: Fold> Four<'t, F> {
     unsafe fn leaf_split(&mut self, start: usize, end: usize, mask: u32) {
         let tree = self.tree;
         let dim = tree.dim;
-        let (hi, lo) = tree.planes(start, end);
-        let n = end - start;
+        let planes = tree.planes(start, end);
+        let (hi, n) = (planes.0, end - start);
         let mut wide = [0.0f32; LANES];
         for (w, lane) in wide.iter_mut().zip(&self.lanes) {
             *w = tree.widen(lane.limit, lane.near);
@@ -390,12 +390,7 @@ impl<'t, F: Fold> Four<'t, F> {
                 while pass != 0 {
                     let r = at + pass.trailing_zeros() as usize;
                     pass &= pass - 1;
-                    let e = planes::exact(row, hi, lo, r);
-                    let lane = &mut self.lanes[j];
-                    if e <= lane.limit {
-                        lane.offer(e, tree.ids[start + r]);
-                        wide[j] = tree.widen(lane.limit, lane.near);
-                    }
+                    self.lanes[j].recheck(row, planes, (start, r), &mut wide[j]);
                 }
             }
         }

@@ -107,7 +107,6 @@ impl KdTree {
         self.data.truncate(n / 2);
         self.data.shrink_to_fit();
         self.lo = lo;
-        self.split = true;
     }
 
     /// The rows joined back into blocks, in place but for the low halves'
@@ -126,7 +125,12 @@ impl KdTree {
                 words.cast::<f64>().add(i).write(whole(hi, lo[i]));
             }
         }
-        self.split = false;
+    }
+
+    /// Whether the rows are split (see the module's notes): only then is
+    /// there a plane of low halves.
+    pub(super) fn split(&self) -> bool {
+        !self.lo.is_empty()
     }
 
     /// The blocks of `node`'s rows, joined into `scratch` where the tree is
@@ -134,13 +138,24 @@ impl KdTree {
     pub(super) fn node_blocks<'s>(&'s self, node: usize, scratch: &'s mut Vec<f64>) -> &'s [f64] {
         let n = self.nodes[node];
         let range = self.block_range(n.start as usize, n.end as usize);
-        if !self.split {
+        if !self.split() {
             return &self.data[range];
         }
         scratch.clear();
-        let (hi, lo) = (&self.cuts()[range.clone()], &self.lo[range]);
-        scratch.extend(hi.iter().zip(lo).map(|(&h, &l)| whole(h, l)));
+        self.join(range, scratch);
         scratch
+    }
+
+    /// The values `range` of the blocks (of every stored row: see
+    /// `KdTree::data`), joined from the planes where the tree is split,
+    /// appended to `out`.
+    pub(super) fn join(&self, range: std::ops::Range<usize>, out: &mut Vec<f64>) {
+        if self.split() {
+            let (hi, lo) = (&self.cuts()[range.clone()], &self.lo[range]);
+            out.extend(hi.iter().zip(lo).map(|(&h, &l)| whole(h, l)));
+        } else {
+            out.extend_from_slice(&self.data[range]);
+        }
     }
 
     /// A split tree's cuts, in the blocks' order.
@@ -157,10 +172,15 @@ impl KdTree {
         (&self.cuts()[range.clone()], &self.lo[range])
     }
 
-    /// Stored row `pos`'s value `t` of a split tree.
-    pub(super) fn split_value(&self, pos: usize, t: usize) -> f64 {
-        let at = pos / BLOCK * BLOCK * self.dim + BLOCK * t + pos % BLOCK;
-        whole(self.cuts()[at], self.lo[at])
+    /// Value `at` of the blocks, joined from the planes where the tree is
+    /// split.
+    #[inline]
+    pub(super) fn value(&self, at: usize) -> f64 {
+        if self.split() {
+            whole(self.cuts()[at], self.lo[at])
+        } else {
+            self.data[at]
+        }
     }
 
     /// The most a row's `f32` fold can come to when its exact fold is
@@ -244,9 +264,8 @@ impl<F: Fold> Search<'_, F> {
     pub(super) unsafe fn leaf_split(&mut self, q: &[f64], start: usize, end: usize) {
         use std::arch::x86_64::*;
         let tree = self.tree;
-        let (hi, lo) = tree.planes(start, end);
-        let ids = &tree.ids[start..end];
-        let n = end - start;
+        let planes = tree.planes(start, end);
+        let (hi, n) = (planes.0, end - start);
         let mut wide = tree.widen(self.limit, self.near);
         for at in (0..n).step_by(2 * BLOCK) {
             let (a, b) = blocks8(hi, q.len(), at, n);
@@ -263,12 +282,32 @@ impl<F: Fold> Search<'_, F> {
             while pass != 0 {
                 let r = at + pass.trailing_zeros() as usize;
                 pass &= pass - 1;
-                let e = exact(q, hi, lo, r);
-                if e <= self.limit {
-                    self.offer(e, ids[r]);
-                    wide = tree.widen(self.limit, self.near);
-                }
+                self.recheck(q, planes, (start, r), &mut wide);
             }
+        }
+    }
+
+    /// Folds row `r` of the split leaf at stored row `start` (its `planes`)
+    /// from its whole values, with the reference's operations in its order
+    /// (`q - x`, square, add: the same bits as a whole-row scan), and offers
+    /// it if within the limit, widening `wide` anew after an admission.
+    #[inline(always)]
+    pub(super) fn recheck(
+        &mut self,
+        q: &[f64],
+        (hi, lo): (&[u32], &[u32]),
+        (start, r): (usize, usize),
+        wide: &mut f32,
+    ) {
+        let at = r / BLOCK * BLOCK * q.len() + r % BLOCK;
+        let mut e = 0.0;
+        for (t, &x) in q.iter().enumerate() {
+            let d = x - whole(hi[at + BLOCK * t], lo[at + BLOCK * t]);
+            e += d * d;
+        }
+        if e <= self.limit {
+            self.offer(e, self.tree.ids[start + r]);
+            *wide = self.tree.widen(self.limit, self.near);
         }
     }
 }
@@ -307,21 +346,6 @@ pub(super) unsafe fn cut8(a: &[u32], b: &[u32], t: usize) -> std::arch::x86_64::
             _mm_loadu_ps(a.as_ptr().add(BLOCK * t).cast()),
         )
     }
-}
-
-/// The squared Euclidean fold from `q` to row `r` of a split leaf's planes,
-/// from its whole values, with the reference's operations in its order
-/// (`q - x`, square, add), so the same bits as a whole-row scan.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub(super) fn exact(q: &[f64], hi: &[u32], lo: &[u32], r: usize) -> f64 {
-    let at = r / BLOCK * BLOCK * q.len() + r % BLOCK;
-    let mut acc = 0.0;
-    for (t, &x) in q.iter().enumerate() {
-        let d = x - whole(hi[at + BLOCK * t], lo[at + BLOCK * t]);
-        acc += d * d;
-    }
-    acc
 }
 
 #[cfg(test)]
