@@ -570,6 +570,10 @@ struct Search<'t, F> {
     /// (`planes::query_slack`), for a split tree's scans.
     q32: Vec<f32>,
     near: f64,
+    /// A split leaf's rows that passed the `f32` fold, rechecked once the
+    /// leaf's cuts are all folded, so that the reads of their low halves
+    /// overlap (see `Search::leaf_split`).
+    passed: Vec<u32>,
 }
 
 impl<'t, F: Fold> Search<'t, F> {
@@ -587,6 +591,7 @@ impl<'t, F: Fold> Search<'t, F> {
             cuts: F::SQUARES && std::arch::is_x86_feature_detected!("avx2"),
             q32: Vec::new(),
             near: f64::INFINITY,
+            passed: Vec::new(),
         }
     }
 

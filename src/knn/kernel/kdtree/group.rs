@@ -44,6 +44,10 @@ pub(super) struct Four<'t, F> {
     /// The group's queries in `f32`s, laid out as `q`, for a split tree
     /// (see `planes`).
     q32: Vec<f32>,
+    /// A split leaf's rows that passed a lane's `f32` fold, as (lane,
+    /// row), rechecked once the leaf's cuts are folded (see
+    /// `Search::leaf_split`).
+    passed: Vec<(u32, u32)>,
 }
 
 impl<'t, F: Fold> Four<'t, F> {
@@ -60,6 +64,7 @@ impl<'t, F: Fold> Four<'t, F> {
             rows: vec![0.0; LANES * tree.dim],
             wide,
             q32: vec![0.0; LANES * tree.dim],
+            passed: Vec::new(),
         }
     }
 
@@ -365,6 +370,8 @@ impl<'t, F: Fold> Four<'t, F> {
         for (w, lane) in wide.iter_mut().zip(&self.lanes) {
             *w = tree.widen(lane.limit, lane.near);
         }
+        let mut passed = std::mem::take(&mut self.passed);
+        passed.clear();
         for at in (0..n).step_by(2 * BLOCK) {
             let (a, b) = planes::blocks8(hi, dim, at, n);
             let q = self.q32.as_ptr();
@@ -386,14 +393,20 @@ impl<'t, F: Fold> Four<'t, F> {
                 lanes &= lanes - 1;
                 let passing = _mm256_cmp_ps::<_CMP_LE_OQ>(acc[j], _mm256_set1_ps(wide[j]));
                 let mut pass = _mm256_movemask_ps(passing) as u32 & ((1 << rows) - 1);
-                let row = &self.rows[j * dim..(j + 1) * dim];
                 while pass != 0 {
                     let r = at + pass.trailing_zeros() as usize;
                     pass &= pass - 1;
-                    self.lanes[j].recheck(row, planes, (start, r), &mut wide[j]);
+                    planes::fetch_low(planes.1, dim, r);
+                    passed.push((j as u32, r as u32));
                 }
             }
         }
+        for &(j, r) in &passed {
+            let j = j as usize;
+            let row = &self.rows[j * dim..(j + 1) * dim];
+            self.lanes[j].recheck(row, planes, (start, r as usize));
+        }
+        self.passed = passed;
     }
 
     /// Offers row `id`, at the folds `acc`, to the lanes in `offer`.

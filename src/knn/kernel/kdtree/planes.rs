@@ -255,8 +255,17 @@ pub(super) fn query_slack(q: &[f64], q32: &mut Vec<f32>) -> f64 {
 impl<F: Fold> Search<'_, F> {
     /// A split leaf's rows `start..end` for a lone query: the `f32` cuts
     /// folded eight rows to an AVX2 vector against the widened limit; a row
-    /// that passes is folded again from its whole values ([`exact`]) and
-    /// offered as a whole-row scan would offer it.
+    /// that passes is folded again from its whole values
+    /// ([`Search::recheck`]) and offered as a whole-row scan would offer it.
+    ///
+    /// The rechecks wait until the whole leaf is folded, with the passing
+    /// rows' low halves asked for as they pass ([`fetch_low`]): those lie
+    /// in a plane no cache holds, and a recheck at once stalled on each
+    /// (12% faster at 1M x 8, one thread). The offers are the same: the
+    /// rows are rechecked in the same order, each against the exact limit
+    /// of its turn; the leaf's rows are only tested against the limit
+    /// widened at its start, looser than a later one, which lets more rows
+    /// through to the exact test, never fewer.
     ///
     /// # Safety
     /// The CPU must support AVX2, and `F` must square (`Search::cuts`).
@@ -266,7 +275,9 @@ impl<F: Fold> Search<'_, F> {
         let tree = self.tree;
         let planes = tree.planes(start, end);
         let (hi, n) = (planes.0, end - start);
-        let mut wide = tree.widen(self.limit, self.near);
+        let wide = tree.widen(self.limit, self.near);
+        let mut passed = std::mem::take(&mut self.passed);
+        passed.clear();
         for at in (0..n).step_by(2 * BLOCK) {
             let (a, b) = blocks8(hi, q.len(), at, n);
             let mut acc = _mm256_setzero_ps();
@@ -282,22 +293,26 @@ impl<F: Fold> Search<'_, F> {
             while pass != 0 {
                 let r = at + pass.trailing_zeros() as usize;
                 pass &= pass - 1;
-                self.recheck(q, planes, (start, r), &mut wide);
+                fetch_low(planes.1, q.len(), r);
+                passed.push(r as u32);
             }
         }
+        for &r in &passed {
+            self.recheck(q, planes, (start, r as usize));
+        }
+        self.passed = passed;
     }
 
     /// Folds row `r` of the split leaf at stored row `start` (its `planes`)
     /// from its whole values, with the reference's operations in its order
     /// (`q - x`, square, add: the same bits as a whole-row scan), and offers
-    /// it if within the limit, widening `wide` anew after an admission.
+    /// it if within the limit.
     #[inline(always)]
     pub(super) fn recheck(
         &mut self,
         q: &[f64],
         (hi, lo): (&[u32], &[u32]),
         (start, r): (usize, usize),
-        wide: &mut f32,
     ) {
         let at = r / BLOCK * BLOCK * q.len() + r % BLOCK;
         let mut e = 0.0;
@@ -307,8 +322,21 @@ impl<F: Fold> Search<'_, F> {
         }
         if e <= self.limit {
             self.offer(e, self.tree.ids[start + r]);
-            *wide = self.tree.widen(self.limit, self.near);
         }
+    }
+}
+
+/// Asks the cache for the low halves of row `r` of a split leaf (its
+/// plane `lo`), which [`Search::recheck`] reads once the leaf's cuts are
+/// folded: a value of every 64-byte line the row's values span.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn fetch_low(lo: &[u32], dim: usize, r: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let at = r / BLOCK * BLOCK * dim + r % BLOCK;
+    for t in (0..dim).step_by(16 / BLOCK).chain([dim - 1]) {
+        // SAFETY: a prefetch reads nothing; the address lies within `lo`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(lo.as_ptr().wrapping_add(at + BLOCK * t).cast()) };
     }
 }
 
