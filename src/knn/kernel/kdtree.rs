@@ -574,6 +574,11 @@ struct Search<'t, F> {
     /// leaf's cuts are all folded, so that the reads of their low halves
     /// overlap (see `Search::leaf_split`).
     passed: Vec<u32>,
+    /// Nodes waiting to be searched, with their bounds (see
+    /// [`Search::next_leaf`]).
+    stack: Vec<(u32, f64)>,
+    /// Subtrees a group left this query to search alone (see `group`).
+    deferred: Vec<u32>,
 }
 
 impl<'t, F: Fold> Search<'t, F> {
@@ -592,6 +597,8 @@ impl<'t, F: Fold> Search<'t, F> {
             q32: Vec::new(),
             near: f64::INFINITY,
             passed: Vec::new(),
+            stack: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -649,48 +656,70 @@ impl<'t, F: Fold> Search<'t, F> {
         self.seeded.0 <= n.start && n.end <= self.seeded.1
     }
 
+    /// Searches the subtree at `node`, depth first.
     fn visit(&mut self, q: &[f64], node: usize) {
+        self.stack.push((node as u32, f64::NEG_INFINITY));
+        while let Some(leaf) = self.next_leaf(q) {
+            self.scan(q, leaf);
+        }
+    }
+
+    /// The next leaf of the depth-first search whose nodes wait on `stack`,
+    /// each with its bound: a node is entered if its bound is not above the
+    /// limit when it comes off, the very moment the recursive search
+    /// (nearer child, then the other with the limit the first left) would
+    /// judge it. A search held on a stack can pause at each leaf while
+    /// other queries scan theirs (`group::Four::alone`).
+    fn next_leaf(&mut self, q: &[f64]) -> Option<usize> {
+        let tree = self.tree;
+        while let Some((node, bound)) = self.stack.pop() {
+            let node = node as usize;
+            let n = tree.nodes[node];
+            // Bounds are never NaN.
+            if bound > self.limit || self.seeded_over(n) {
+                continue;
+            }
+            if n.right == 0 {
+                return Some(node);
+            }
+            let (l, r) = (node + 1, n.right as usize);
+            let [bl, br] = self.bounds(q, node);
+            // Nearer child first: it tightens the limit that may prune the
+            // other.
+            let ((a, ba), (b, bb)) = if br < bl {
+                ((r, br), (l, bl))
+            } else {
+                ((l, bl), (r, br))
+            };
+            self.stack.push((b as u32, bb));
+            self.stack.push((a as u32, ba));
+        }
+        None
+    }
+
+    /// Scans the leaf `node`, offering its rows within the limit.
+    fn scan(&mut self, q: &[f64], node: usize) {
         let tree = self.tree;
         let n = tree.nodes[node];
-        if self.seeded_over(n) {
+        let (start, end) = (n.start as usize, n.end as usize);
+        self.scanned += end - start;
+        #[cfg(target_arch = "x86_64")]
+        if tree.split() && self.cuts {
+            // SAFETY: AVX2 is present and `F` squares (`cuts`).
+            unsafe { self.leaf_split(q, start, end) };
             return;
         }
-        if n.right == 0 {
-            let (start, end) = (n.start as usize, n.end as usize);
-            self.scanned += end - start;
-            #[cfg(target_arch = "x86_64")]
-            if tree.split() && self.cuts {
-                // SAFETY: AVX2 is present and `F` squares (`cuts`).
-                unsafe { self.leaf_split(q, start, end) };
-                return;
+        let ids = &tree.ids[start..end];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let blocks = tree.node_blocks(node, &mut scratch);
+        // The limit only falls, so a fold that stopped above the leaf's
+        // starting limit is above the current one too.
+        leaf_folds(self.f, q, (blocks, end - start), self.limit, |at, r| {
+            if r <= self.limit {
+                self.offer(r, ids[at]);
             }
-            let ids = &tree.ids[start..end];
-            let mut scratch = std::mem::take(&mut self.scratch);
-            let blocks = tree.node_blocks(node, &mut scratch);
-            // The limit only falls, so a fold that stopped above the leaf's
-            // starting limit is above the current one too.
-            leaf_folds(self.f, q, (blocks, end - start), self.limit, |at, r| {
-                if r <= self.limit {
-                    self.offer(r, ids[at]);
-                }
-            });
-            self.scratch = scratch;
-            return;
-        }
-        let (l, r) = (node + 1, n.right as usize);
-        let [bl, br] = self.bounds(q, node);
-        // Nearer child first: it tightens the limit that may prune the other.
-        let ((a, ba), (b, bb)) = if br < bl {
-            ((r, br), (l, bl))
-        } else {
-            ((l, bl), (r, br))
-        };
-        if ba <= self.limit {
-            self.visit(q, a);
-        }
-        if bb <= self.limit {
-            self.visit(q, b);
-        }
+        });
+        self.scratch = scratch;
     }
 
     fn bounds(&self, q: &[f64], node: usize) -> [f64; 2] {

@@ -19,10 +19,11 @@
 //! halves; the box bounds done likewise gained nothing measurable).
 //!
 //! Lanes part where their queries' neighbourhoods differ, and a lane left on
-//! its own in a subtree searches it as a lone query (`Search::visit`): a row
-//! folded for one lane of four costs several lone folds, whose kernel fills
-//! its vectors with four rows instead. So groups never cost much more than
-//! their queries searched one by one, and every call uses them.
+//! its own in a subtree searches it as a lone query once the group is done
+//! ([`Four::alone`]): a row folded for one lane of four costs several lone
+//! folds, whose kernel fills its vectors with four rows instead. So groups
+//! never cost much more than their queries searched one by one, and every
+//! call uses them.
 
 use std::arch::x86_64::*;
 
@@ -91,8 +92,43 @@ impl<'t, F: Fold> Four<'t, F> {
         }
         // SAFETY: the caller's promise, passed on.
         unsafe { self.visit(0, (1 << chunk.len()) - 1) };
+        self.alone(chunk.len());
         for (lane, &qi) in self.lanes.iter_mut().zip(chunk) {
             out.store(qi, &mut lane.top);
+        }
+    }
+
+    /// Searches the subtrees the group left each of its first `lanes`
+    /// queries alone, the queries in turn, a leaf each: a lone search waits
+    /// on memory at each leaf it reaches (sub-leaf boxes that cut the rows
+    /// it folds five times left its time as it was), so each query's next
+    /// leaf is asked of the cache while the others scan theirs. Each query
+    /// searches its own subtrees depth first, so its answer is its own.
+    fn alone(&mut self, lanes: usize) {
+        let tree = self.tree;
+        let dim = tree.dim;
+        let mut next = [None; LANES];
+        let mut live = (1u32 << lanes) - 1;
+        for lane in &mut self.lanes[..lanes] {
+            let deferred = lane.deferred.drain(..).rev();
+            lane.stack.extend(deferred.map(|n| (n, f64::NEG_INFINITY)));
+        }
+        while live != 0 {
+            for (j, lane) in self.lanes.iter_mut().enumerate().take(lanes) {
+                if live & (1 << j) == 0 {
+                    continue;
+                }
+                let q = &self.rows[j * dim..(j + 1) * dim];
+                if let Some(leaf) = next[j].take() {
+                    lane.scan(q, leaf);
+                }
+                next[j] = lane.next_leaf(q);
+                match next[j] {
+                    Some(leaf) if tree.split() => tree.fetch_leaf(leaf),
+                    Some(_) => {}
+                    None => live &= !(1 << j),
+                }
+            }
         }
     }
 
@@ -121,9 +157,9 @@ impl<'t, F: Fold> Four<'t, F> {
         // module's notes): on diamonds, 45% of the rows groups folded had
         // served one lane; on sparse uniform queries, 75%.
         if mask.count_ones() == 1 {
-            let j = mask.trailing_zeros() as usize;
-            let dim = tree.dim;
-            self.lanes[j].visit(&self.rows[j * dim..(j + 1) * dim], node);
+            self.lanes[mask.trailing_zeros() as usize]
+                .deferred
+                .push(node as u32);
             return;
         }
         if n.right == 0 {
