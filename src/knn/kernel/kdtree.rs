@@ -217,7 +217,7 @@ impl KdTree {
 
     /// Stored row `pos`'s values.
     fn row(&self, pos: usize) -> impl Iterator<Item = f64> + '_ {
-        let at = pos / BLOCK * BLOCK * self.dim + pos % BLOCK;
+        let at = first_value(pos, self.dim);
         (0..self.dim).map(move |t| self.value(at + BLOCK * t))
     }
 
@@ -462,6 +462,12 @@ fn outward(lo: f64, hi: f64) -> (f32, f32) {
         h = h.next_up();
     }
     (l, h)
+}
+
+/// Where stored row `pos`'s first value lies in the blocks (of rows with
+/// `dim` values); its value t lies `BLOCK * t` further (see `KdTree::data`).
+fn first_value(pos: usize, dim: usize) -> usize {
+    pos / BLOCK * BLOCK * dim + pos % BLOCK
 }
 
 /// Reorders rows in place so that row `pos` becomes the old row `order[pos]`,

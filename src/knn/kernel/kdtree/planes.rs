@@ -23,9 +23,9 @@
 //! of (beyond 2^128 in magnitude, or below 2^-126 but not zero), which no
 //! rebuilding could undo.
 
-#[cfg(target_arch = "x86_64")]
-use super::Search;
 use super::{BLOCK, KdTree};
+#[cfg(target_arch = "x86_64")]
+use super::{Search, first_value};
 #[cfg(target_arch = "x86_64")]
 use crate::knn::kernel::metric::Fold;
 
@@ -329,7 +329,7 @@ impl<F: Fold> Search<'_, F> {
         (hi, lo): (&[u32], &[u32]),
         (start, r): (usize, usize),
     ) {
-        let at = r / BLOCK * BLOCK * q.len() + r % BLOCK;
+        let at = first_value(r, q.len());
         let mut e = 0.0;
         for (t, &x) in q.iter().enumerate() {
             let d = x - whole(hi[at + BLOCK * t], lo[at + BLOCK * t]);
@@ -348,7 +348,7 @@ impl<F: Fold> Search<'_, F> {
 #[inline(always)]
 pub(super) fn fetch_low(lo: &[u32], dim: usize, r: usize) {
     use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-    let at = r / BLOCK * BLOCK * dim + r % BLOCK;
+    let at = first_value(r, dim);
     for t in (0..dim).step_by(16 / BLOCK).chain([dim - 1]) {
         // SAFETY: a prefetch reads nothing; the address lies within `lo`.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(lo.as_ptr().wrapping_add(at + BLOCK * t).cast()) };
