@@ -22,7 +22,7 @@ use super::brute::brute_knn;
 use super::metric::{
     BLOCK, Fold, L1, LInf, Lp, Metric, Points, SqEuclid, box_fold2, fold_block_until, fold_blocks,
 };
-use super::select::{Neighbors, TopK, entry};
+use super::select::{Neighbors, TopK, entry, order_bits};
 
 #[cfg(target_arch = "x86_64")]
 mod group;
@@ -46,11 +46,16 @@ const SAMPLE: usize = 16;
 /// the nearest leaves best first, through a priority queue, took as many
 /// instructions and more time in branches.
 const SEED: usize = 2;
-/// Nodes of at most this many rows select their median on keys gathered
-/// into one array (see [`build_node`]); larger ones, the top few levels,
-/// compare in place: a 16-byte key for every row would add 16 MB to the fit
-/// at 1M rows.
+/// The build's median selections finish on keys gathered into one array
+/// once at most this many rows are left (see [`split_rows`]).
 const KEYED: usize = 1 << 13;
+/// Keys sampled for each pivot of a larger range: 127 rows are fetched from
+/// anywhere in it, a small price against a pass over it, and the sample's
+/// order statistic lands close enough that a few passes narrow 1M rows down
+/// to [`KEYED`].
+const PIVOT_SAMPLE: usize = 127;
+/// Rounds of partitions before a range finishes on keys, whatever its size.
+const ROUNDS: usize = 64;
 /// Queries searched together where the CPU allows (see `group`): one per
 /// lane of an AVX2 vector of `f64`.
 const LANES: usize = 4;
@@ -122,16 +127,15 @@ impl KdTree {
         assert!(dim >= 1, "dim must be >= 1");
         let n = u32::try_from(rows).expect("training indices must fit u32");
         let mut ids: Vec<u32> = (0..n).collect();
-        let (mut nodes, mut kids) = (Vec::new(), Vec::new());
-        let train = Points::new(&data, rows, dim);
         let mut parts = Parts {
-            ids: &mut ids,
-            nodes: &mut nodes,
-            kids: &mut kids,
-            keys: Vec::with_capacity(rows.min(KEYED)),
+            nodes: Vec::new(),
+            kids: Vec::new(),
+            keys: Vec::new(),
+            left: Vec::new(),
+            keyed: KEYED,
         };
-        build_node(train, &mut parts, 0, rows, leaf_size.max(1), None);
-        permute_rows(&mut data, dim, &ids);
+        build_node(&mut data, &mut ids, 0, &mut parts, (dim, leaf_size.max(1)));
+        let Parts { nodes, kids, .. } = parts;
         let brute = Brute::new(Points::new(&data, rows, dim));
         let slack = if split {
             planes::slack(&data, dim)
@@ -347,103 +351,202 @@ impl KdTree {
 }
 
 /// What [`build_node`] fills in.
-struct Parts<'a> {
-    ids: &'a mut [u32],
-    nodes: &'a mut Vec<Node>,
-    kids: &'a mut Vec<f32>,
-    /// A node's rows keyed for its median split: see [`build_node`].
+struct Parts {
+    nodes: Vec<Node>,
+    kids: Vec<f32>,
+    /// A range of at most `keyed` rows' coordinates on the split axis,
+    /// each with its place, for the median's selection (see [`split_rows`]).
     keys: Vec<u128>,
+    /// Whether each of those rows goes to the left child.
+    left: Vec<bool>,
+    /// [`KEYED`], less in tests of the partitions.
+    keyed: usize,
 }
 
-/// Builds the subtree over `ids[start..end]` in pre-order and returns its node.
-/// Its box goes straight into its parent's pair in `KdTree::kids` (`slot`: the
-/// pair and the side, 0 for left), so no box of every node is kept: at 1M rows
-/// those would be another 17 MB at the fit's peak. The root's box is not needed.
+/// Builds the subtree over `rows` (row-major, the stored rows from `start`
+/// on) in pre-order, moving the rows and their `ids` into its leaves' order,
+/// and returns its node and its tight box. The parent stores that box in its
+/// pair in `KdTree::kids`, so no box of every node is kept: at 1M rows those
+/// would be another 17 MB at the fit's peak.
+///
+/// Each node's rows are moved into place as it splits, so every step reads
+/// one contiguous run of rows: gathered through `ids` from all over the
+/// matrix instead, they cost a cache miss a row a level (1M x 8: the fit
+/// took 0.7 s, mostly waiting on those).
 fn build_node(
-    train: Points,
-    parts: &mut Parts,
+    rows: &mut [f64],
+    ids: &mut [u32],
     start: usize,
-    end: usize,
-    leaf: usize,
-    slot: Option<(usize, usize)>,
-) -> u32 {
+    parts: &mut Parts,
+    (dim, leaf): (usize, usize),
+) -> (u32, Vec<f64>, Vec<f64>) {
     let id = parts.nodes.len();
+    let n = ids.len();
     parts.nodes.push(Node {
         start: start as u32,
-        end: end as u32,
+        end: (start + n) as u32,
         right: 0,
         kids: 0,
     });
-    let dim = train.dim;
-    let (lo, hi) = tight_box(train, &parts.ids[start..end]);
-    if let Some((pair, side)) = slot {
-        let at = pair * 4 * dim;
-        for t in 0..dim {
-            let (l, h) = outward(lo[t], hi[t]);
-            parts.kids[at + 2 * t + side] = l;
-            parts.kids[at + 2 * dim + 2 * t + side] = h;
-        }
-    }
-    if end - start > leaf.max(BLOCK) {
+    let (lo, hi) = tight_box(rows, dim);
+    if n > leaf.max(BLOCK) {
         let mut axis = 0;
         for t in 1..dim {
             if hi[t] - lo[t] > hi[axis] - lo[axis] {
                 axis = t;
             }
         }
-        // The median's position rounded to a block's start (`start` is one):
-        // between `start + BLOCK` and `end - 1`, as `end - start > BLOCK`.
-        let mid = start + ((end - start) / 2 + BLOCK / 2) / BLOCK * BLOCK;
-        // The coordinate and the index in one integer, in `total_cmp` order
-        // then by index: the index tie-break makes the layout a pure function
-        // of the data.
-        let ids = &mut parts.ids[start..end];
-        let key = |p: u32| entry(train.data[p as usize * dim + axis], p);
-        if ids.len() <= KEYED {
-            // The selection then compares integers in one array, where the
-            // comparator fetches both rows' coordinates from anywhere in the
-            // matrix.
-            parts.keys.clear();
-            parts.keys.extend(ids.iter().map(|&p| key(p)));
-            parts.keys.select_nth_unstable(mid - start);
-            for (id, &k) in ids.iter_mut().zip(&parts.keys) {
-                *id = k as u32;
-            }
-        } else {
-            ids.select_nth_unstable_by_key(mid - start, |&p| key(p));
-        }
+        // The median's place rounded to a block's start (`start` is one):
+        // between `BLOCK` and `n - 1`, as `n > BLOCK`.
+        let mid = (n / 2 + BLOCK / 2) / BLOCK * BLOCK;
+        split_rows(rows, ids, mid, axis, parts, dim);
         let pair = parts.kids.len() / (4 * dim);
         parts.kids.resize((pair + 1) * 4 * dim, 0.0);
         parts.nodes[id].kids = pair as u32;
-        build_node(train, parts, start, mid, leaf, Some((pair, 0)));
-        let right = build_node(train, parts, mid, end, leaf, Some((pair, 1)));
+        let (rows_l, rows_r) = rows.split_at_mut(mid * dim);
+        let (ids_l, ids_r) = ids.split_at_mut(mid);
+        let (_, lo_l, hi_l) = build_node(rows_l, ids_l, start, parts, (dim, leaf));
+        let (right, lo_r, hi_r) = build_node(rows_r, ids_r, start + mid, parts, (dim, leaf));
         parts.nodes[id].right = right;
+        let at = pair * 4 * dim;
+        for (side, (lo, hi)) in [(lo_l, hi_l), (lo_r, hi_r)].into_iter().enumerate() {
+            for t in 0..dim {
+                let (l, h) = outward(lo[t], hi[t]);
+                parts.kids[at + 2 * t + side] = l;
+                parts.kids[at + 2 * dim + 2 * t + side] = h;
+            }
+        }
     }
-    id as u32
+    (id as u32, lo, hi)
 }
 
-/// The least and greatest value of each dimension over the rows `ids`.
+/// Moves the `mid` rows least on `axis` (in `total_cmp` order) to the front
+/// of `rows`, with their `ids`. Which of equal values go left only has to be
+/// a pure function of the data: the layout then is too, and the answers
+/// never depend on it.
+///
+/// A large node narrows the range that holds its median with a few in-place
+/// partitions around sampled pivots (each a pass of streamed rows); the last
+/// [`KEYED`] rows or fewer select on keys gathered into one array. Keys for
+/// every row would add 16 MB at the fit's peak at 1M rows, and glibc then
+/// keeps that much more for the rest of the run.
+fn split_rows(
+    rows: &mut [f64],
+    ids: &mut [u32],
+    mid: usize,
+    axis: usize,
+    parts: &mut Parts,
+    dim: usize,
+) {
+    let key = |row: &[f64]| order_bits(row[axis]);
+    let (mut lo, mut hi) = (0, ids.len());
+    // Each round takes at least the pivot's own rows out of the range; data
+    // that beat the sampled pivots this often finish on keys regardless.
+    for _ in 0..ROUNDS {
+        if hi - lo <= parts.keyed {
+            break;
+        }
+        let pivot = sampled_pivot(&rows[lo * dim..hi * dim], dim, mid - lo, key);
+        let (r, i) = (&mut rows[lo * dim..hi * dim], &mut ids[lo..hi]);
+        let less = lo + partition_rows(r, i, dim, |_, row| key(row) < pivot);
+        if mid < less {
+            hi = less;
+            continue;
+        }
+        let (r, i) = (&mut rows[less * dim..hi * dim], &mut ids[less..hi]);
+        let equal = less + partition_rows(r, i, dim, |_, row| key(row) == pivot);
+        if mid <= equal {
+            return;
+        }
+        lo = equal;
+    }
+    if lo == mid {
+        return;
+    }
+    let keys = &mut parts.keys;
+    keys.clear();
+    let range = lo * dim..hi * dim;
+    keys.extend(
+        rows[range.clone()]
+            .chunks_exact(dim)
+            .zip(0..)
+            .map(|(row, pos)| entry(row[axis], pos)),
+    );
+    keys.select_nth_unstable(mid - lo);
+    let left = &mut parts.left;
+    left.clear();
+    left.resize(hi - lo, false);
+    for &k in &keys[..mid - lo] {
+        left[k as u32 as usize] = true;
+    }
+    partition_rows(&mut rows[range], &mut ids[lo..hi], dim, |pos, _| left[pos]);
+}
+
+/// A key of `rows` near rank `rank`: the matching one of a sorted sample.
+fn sampled_pivot(rows: &[f64], dim: usize, rank: usize, key: impl Fn(&[f64]) -> u64) -> u64 {
+    let n = rows.len() / dim;
+    let mut sample: Vec<u64> = (0..PIVOT_SAMPLE)
+        .map(|j| {
+            let at = (2 * j + 1) * n / (2 * PIVOT_SAMPLE);
+            key(&rows[at * dim..(at + 1) * dim])
+        })
+        .collect();
+    sample.sort_unstable();
+    sample[(rank * PIVOT_SAMPLE / n).min(PIVOT_SAMPLE - 1)]
+}
+
+/// Moves the rows for which `goes_left(place, row)` holds to the front, with
+/// their `ids`, and returns how many there are; `place` is the row's place
+/// before the call, each row asked once.
+fn partition_rows(
+    rows: &mut [f64],
+    ids: &mut [u32],
+    dim: usize,
+    mut goes_left: impl FnMut(usize, &[f64]) -> bool,
+) -> usize {
+    let (mut i, mut j) = (0, ids.len());
+    loop {
+        while i < j && goes_left(i, &rows[i * dim..(i + 1) * dim]) {
+            i += 1;
+        }
+        while i < j && !goes_left(j - 1, &rows[(j - 1) * dim..j * dim]) {
+            j -= 1;
+        }
+        if i == j {
+            return i;
+        }
+        // Row i goes right and row j - 1 left, so i < j - 1.
+        j -= 1;
+        ids.swap(i, j);
+        let (front, back) = rows.split_at_mut(j * dim);
+        front[i * dim..(i + 1) * dim].swap_with_slice(&mut back[..dim]);
+        i += 1;
+    }
+}
+
+/// The least and greatest value of each dimension over `rows` (row-major).
 ///
 /// Four rows are merged before each update of the box, whose values stay in
 /// memory for any `dim`: one row at a time, each update waited for the
 /// previous row's store (the fit of King County spent most of its tree
 /// build here).
-fn tight_box(train: Points, ids: &[u32]) -> (Vec<f64>, Vec<f64>) {
-    let dim = train.dim;
+fn tight_box(rows: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut lo, mut hi) = (vec![f64::INFINITY; dim], vec![f64::NEG_INFINITY; dim]);
     // The values are finite (checked at fit), so these are min and max.
     let least = |a: f64, b: f64| if b < a { b } else { a };
     let most = |a: f64, b: f64| if b > a { b } else { a };
-    let mut quads = ids.chunks_exact(4);
+    let mut quads = rows.chunks_exact(4 * dim);
     for quad in &mut quads {
-        let [a, b, c, d] = [0, 1, 2, 3].map(|j| train.row(quad[j] as usize));
+        let (a, rest) = quad.split_at(dim);
+        let (b, rest) = rest.split_at(dim);
+        let (c, d) = rest.split_at(dim);
         for t in 0..dim {
             lo[t] = least(lo[t], least(least(a[t], b[t]), least(c[t], d[t])));
             hi[t] = most(hi[t], most(most(a[t], b[t]), most(c[t], d[t])));
         }
     }
-    for &p in quads.remainder() {
-        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(train.row(p as usize)) {
+    for row in quads.remainder().chunks_exact(dim) {
+        for ((l, h), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
             *l = least(*l, v);
             *h = most(*h, v);
         }
@@ -826,22 +929,49 @@ mod tests {
             tree_path_matches_brute(&train, &queries, dim, (k, leaf, true), &others)?;
         }
 
-        /// Any subset of rows, in any order and of any length (whole groups
-        /// of four or not): each dimension's least and greatest value.
+        /// Any number of rows (whole groups of four or not): each
+        /// dimension's least and greatest value.
         #[test]
         fn tight_boxes_hold_the_rows_extremes(
             (rows, dim, train) in (1usize..40, 1usize..7)
                 .prop_flat_map(|(r, d)| (Just(r), Just(d), matrix(r, d))),
-            picks in prop::collection::vec(any::<prop::sample::Index>(), 1..30),
         ) {
-            let ids: Vec<u32> = picks.iter().map(|p| p.index(rows) as u32).collect();
-            let points = Points::new(&train, rows, dim);
-            let (lo, hi) = tight_box(points, &ids);
+            let (lo, hi) = tight_box(&train, dim);
             for t in 0..dim {
-                let column = ids.iter().map(|&p| points.row(p as usize)[t]);
+                let column = (0..rows).map(|i| train[i * dim + t]);
                 prop_assert_eq!(lo[t], column.clone().fold(f64::INFINITY, f64::min));
                 prop_assert_eq!(hi[t], column.fold(f64::NEG_INFINITY, f64::max));
             }
+        }
+
+        /// The front holds rows no greater on the axis than any in the back,
+        /// each with its id, whether the range narrows by partitions
+        /// (`keyed` small) or selects on keys at once.
+        #[test]
+        fn splits_move_the_least_rows_to_the_front(
+            (rows, dim, train) in (2usize..300, 1usize..4)
+                .prop_flat_map(|(r, d)| (Just(r), Just(d), prop::collection::vec(-3i8..4, r * d))),
+            at in any::<prop::sample::Index>(),
+            axis in any::<prop::sample::Index>(),
+            keyed in 0usize..400,
+        ) {
+            let (mid, axis) = (1 + at.index(rows - 1), axis.index(dim));
+            let mut values: Vec<f64> = train.iter().map(|&v| f64::from(v) * 0.5).collect();
+            values[axis] = -0.0;
+            let before = values.clone();
+            let mut ids: Vec<u32> = (0..rows as u32).collect();
+            let mut parts = Parts { nodes: Vec::new(), kids: Vec::new(), keys: Vec::new(), left: Vec::new(), keyed };
+            split_rows(&mut values, &mut ids, mid, axis, &mut parts, dim);
+            let key = |pos: usize| order_bits(values[pos * dim + axis]);
+            let front = (0..mid).map(key).max();
+            let back = (mid..rows).map(key).min();
+            prop_assert!(front <= back, "{:?} > {:?}", front, back);
+            for (pos, &id) in ids.iter().enumerate() {
+                let id = id as usize;
+                prop_assert_eq!(&values[pos * dim..(pos + 1) * dim], &before[id * dim..(id + 1) * dim]);
+            }
+            ids.sort_unstable();
+            prop_assert!(ids.iter().zip(0..).all(|(&id, want)| id == want));
         }
 
         /// The stored corners hold every value, as tightly as `f32` allows.

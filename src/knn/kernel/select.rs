@@ -67,11 +67,16 @@ const _: () = assert!(SHORT_SORT.is_power_of_two());
 
 #[inline(always)]
 pub(super) fn entry(dist: f64, idx: u32) -> Entry {
-    let b = dist.to_bits();
+    (u128::from(order_bits(dist)) << 32) | u128::from(idx)
+}
+
+/// `x`'s bits, as an integer in `f64::total_cmp` order.
+#[inline(always)]
+pub(super) fn order_bits(x: f64) -> u64 {
+    let b = x.to_bits();
     // Negative floats order backwards by their bits: flip them all; flip only the
     // sign of the others so they sort above every negative one.
-    let key = if b & SIGN != 0 { !b } else { b | SIGN };
-    (u128::from(key) << 32) | u128::from(idx)
+    if b & SIGN != 0 { !b } else { b | SIGN }
 }
 
 #[inline(always)]
