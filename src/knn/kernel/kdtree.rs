@@ -37,8 +37,16 @@ mod planes;
 /// cost a row; diamonds then scans 8.2% (6.2% before) and still keeps the
 /// tree, as it should (0.107 s against brute force's 0.18 s).
 const BRUTE_SHARE: f64 = 0.1;
-/// Queries sampled to measure that share.
+/// Queries of a call sampled to measure that share: they are answered
+/// anyway, unless the tree hands the call off.
 const SAMPLE: usize = 16;
+/// Training rows the fit asks the tree for, as queries, to measure that
+/// share once for all calls ([`KdTree::prefers_brute`]). Diamonds' training
+/// rows scan 8.2-8.5% of the rows (4,096 of them asked); 16 rows measured
+/// 9.8% and 10.6% (two picks), and sent `Auto` to brute force, 1.7x slower
+/// there; 64 rows 7.3% and 8.0%, 256 rows 8.4% and 8.5%. At most a few
+/// milliseconds of the fit: a hopeless tree stops at its budget.
+const PROBE_QUERIES: usize = 256;
 /// A query's heap is seeded from a subtree of at least this many times k
 /// rows (see [`Search::answer`]). Counted in instructions (callgrind, one
 /// thread, k = 100): 2k and 3k tie (the subtree is the same); k costs 1%
@@ -178,18 +186,31 @@ impl KdTree {
     }
 
     /// Whether brute force should answer Euclidean k-NN calls instead: the
-    /// tree's own test of a call (see [`KdTree::run`]), made on a few training
-    /// rows, spread over the leaves, as the queries.
+    /// tree's own test of a call (see [`KdTree::run`]), made on
+    /// [`PROBE_QUERIES`] training rows as the queries. They are picked by
+    /// their original index, so the choice does not depend on the layout.
     pub fn prefers_brute(&self, k: usize) -> bool {
-        let stride = (self.rows / SAMPLE).max(1);
+        let stride = (self.rows / PROBE_QUERIES).max(1);
+        let picked = |pos: &usize| {
+            let id = self.ids[*pos] as usize;
+            id.is_multiple_of(stride) && id / stride < PROBE_QUERIES
+        };
         let probe: Vec<f64> = (0..self.rows)
-            .step_by(stride)
-            .take(SAMPLE)
+            .filter(picked)
             .flat_map(|pos| self.row(pos))
             .collect();
         let probe = Points::new(&probe, probe.len() / self.dim, self.dim);
         let mut out = Neighbors::for_rows(self.rows, self.dim, probe, k);
-        !self.run(SqEuclid, probe, &mut out, BRUTE_SHARE)
+        let mut search = Search::new(self, SqEuclid, k);
+        let budget = BRUTE_SHARE * (probe.rows * self.rows) as f64;
+        for qi in 0..probe.rows {
+            search.answer(probe.row(qi));
+            out.store(qi, &mut search.top);
+            if search.scanned as f64 > budget {
+                return true;
+            }
+        }
+        false
     }
 
     /// The training rows in their original order, moved back in place.
