@@ -47,6 +47,9 @@ const SAMPLE: usize = 16;
 /// there; 64 rows 7.3% and 8.0%, 256 rows 8.4% and 8.5%. At most a few
 /// milliseconds of the fit: a hopeless tree stops at its budget.
 const PROBE_QUERIES: usize = 256;
+/// How far over [`BRUTE_SHARE`] the first [`SAMPLE`]` / 2` probe rows must
+/// scan for the fit to stop asking (see [`KdTree::prefers_brute`]).
+const FAR_OVER: f64 = 3.0;
 /// A query's heap is seeded from a subtree of at least this many times k
 /// rows (see [`Search::answer`]). Counted in instructions (callgrind, one
 /// thread, k = 100): 2k and 3k tie (the subtree is the same); k costs 1%
@@ -206,7 +209,12 @@ impl KdTree {
         for qi in 0..probe.rows {
             search.answer(probe.row(qi));
             out.store(qi, &mut search.top);
-            if search.scanned as f64 > budget {
+            // A tree far over the share says so within a few rows: the whole
+            // budget of a tree that prunes nothing is 26 rows' full scans,
+            // half King County's fit.
+            let far_over = qi + 1 >= SAMPLE / 2
+                && search.scanned as f64 > FAR_OVER * BRUTE_SHARE * ((qi + 1) * self.rows) as f64;
+            if search.scanned as f64 > budget || far_over {
                 return true;
             }
         }
