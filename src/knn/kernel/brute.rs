@@ -253,6 +253,17 @@ trait Lane: Copy + PartialOrd + Default + 'static {
     ) -> bool {
         false
     }
+    /// The main scan's products for `block`, fused with its compares (see
+    /// [`Block`]), where this type and the CPU allow; `false`, doing nothing,
+    /// elsewhere.
+    fn survivors_in_place(
+        _shape: (usize, usize, usize),
+        _a: (&[Self], usize),
+        _b: (&[Self], usize),
+        _block: &mut Block<'_, '_, Self>,
+    ) -> bool {
+        false
+    }
     /// `v` as this type's values, where it is `f32`: products in bf16
     /// (see [`bf16`]) serve only an f32 prefilter, whose margin is
     /// widened for their bf16 inputs.
@@ -342,6 +353,23 @@ impl Lane for f32 {
         unsafe { sgemm::products(shape, a, b, c) };
         true
     }
+    /// Not where matrixmultiply has AVX-512: its kernel blocks 512 queries
+    /// better than [`sgemm`]'s (d = 32 on 16 AVX-512 cores: 1.387 against
+    /// 1.445 s, products written out and scanned), and the scan keeps it.
+    #[cfg(target_arch = "x86_64")]
+    fn survivors_in_place(
+        shape: (usize, usize, usize),
+        a: (&[f32], usize),
+        b: (&[f32], usize),
+        block: &mut Block<'_, '_, f32>,
+    ) -> bool {
+        if !sgemm::available() || std::arch::is_x86_feature_detected!("avx512f") {
+            return false;
+        }
+        // SAFETY: AVX2 and FMA are present, checked just above.
+        unsafe { sgemm::survivors(shape, a, b, block) };
+        true
+    }
     fn from_f64(v: f64) -> Self {
         v as f32
     }
@@ -407,25 +435,6 @@ fn gemm_packed<T: Lane>(
     if !T::products_in_place(shape, a, b, c) {
         gemm(shape, a, b, c);
     }
-}
-
-/// [`gemm`] for the main scan, whose training block is packed for each call.
-/// matrixmultiply's AVX-512 kernel blocks its 512 queries better than
-/// [`sgemm`] (d = 32 on 16 AVX-512 cores: 1.387 against 1.445 s), but where it
-/// has no AVX-512, the in-place kernel, which copies neither operand, is the
-/// faster (d = 32 on 2 AVX2 cores: 14.3 -> 12.2 s, the means of three
-/// alternated medians of 3 predicts).
-fn scan_gemm<T: Lane>(
-    shape: (usize, usize, usize),
-    a: (&[T], usize),
-    b: (&[T], usize),
-    c: &mut [T],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if !std::arch::is_x86_feature_detected!("avx512f") && T::products_in_place(shape, a, b, c) {
-        return;
-    }
-    gemm(shape, a, b, c);
 }
 
 /// `C = A B` into `c[i*n + j]`, with both operands stored feature by feature:
@@ -672,9 +681,19 @@ fn prefilter<T: Lane>(
                 let ny = pack_row(train.row(t0 + j), mu, &mut tpack[j..], tstride, 1.0);
                 tpack[dim * tstride + j] = T::from_f64(shrink * ny);
             }
+            let (a, b) = ((&qpack[..], qstride), (&tpack[..], tstride));
+            let block = &mut Block {
+                scan: &mut scan,
+                queries,
+                q0,
+                t0,
+            };
+            if T::survivors_in_place((qn, width, tn), a, b, block) {
+                continue;
+            }
             for b0 in (0..qn).step_by(QUERY_BLOCK) {
                 let bn = QUERY_BLOCK.min(qn - b0);
-                scan_gemm(
+                gemm(
                     (bn, width, tn),
                     (&qpack[b0..], qstride),
                     (tpack, tstride),
@@ -794,6 +813,32 @@ struct Scan<'a, T> {
     fresh: Vec<(f64, u32)>,
     shrink: f64,
     tiny: f64,
+}
+
+/// A query group's products with training rows `t0..`, judged as they come
+/// (see [`Lane::survivors_in_place`]): the rows that pass are offered as
+/// [`Scan::pass`] offers them.
+struct Block<'s, 'a, T> {
+    scan: &'s mut Scan<'a, T>,
+    queries: Points<'a>,
+    /// The group's first query.
+    q0: usize,
+    t0: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl sgemm::Sieve for Block<'_, '_, f32> {
+    fn threshold(&self, i: usize) -> f32 {
+        self.scan.thr[i]
+    }
+
+    fn pass(&mut self, i: usize, j: usize, product: f32) {
+        // The threshold may have tightened since the tile was compared.
+        if product <= self.scan.thr[i] {
+            let q = self.queries.row(self.q0 + i);
+            self.scan.offer(i, q, self.t0 + j);
+        }
+    }
 }
 
 impl<T: Lane> Scan<'_, T> {
