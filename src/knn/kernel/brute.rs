@@ -23,8 +23,9 @@ mod seed;
 mod sgemm;
 
 /// Queries per GEMM block (and per block of the direct loops). With
-/// [`TRAIN_BLOCK`] this makes a product of 512 KiB (f32) that stays in L2
-/// while it is scanned.
+/// [`TRAIN_BLOCK`] this makes a product of 512 KiB (f32), which the 1 MiB L2
+/// of an AVX-512 core holds while it is scanned; without AVX-512 the main
+/// scan writes no products (see [`Lane::survivors_in_place`]).
 const QUERY_BLOCK: usize = 512;
 /// The most queries that share one packing of each training block (see
 /// [`query_group`]).

@@ -221,6 +221,29 @@ unsafe fn sums<const R: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knn::kernel::tests::Rng;
+
+    /// Operands of small integers for an `m x k x n` product, with strides
+    /// wider than the operands: their products and sums are exact in f32.
+    fn operands(rng: &mut Rng, (m, k, n): (usize, usize, usize)) -> [(Vec<f32>, usize); 2] {
+        let (lda, ldb) = (m + 3, n + 5);
+        let mut int = || (rng.unit() * 16.0).floor() as f32 - 8.0;
+        let a: Vec<f32> = (0..k * lda).map(|_| int()).collect();
+        let b: Vec<f32> = (0..k * ldb).map(|_| int()).collect();
+        [(a, lda), (b, ldb)]
+    }
+
+    /// `C[i][j]` summed in f64.
+    fn exact(
+        k: usize,
+        (a, lda): (&[f32], usize),
+        (b, ldb): (&[f32], usize),
+        (i, j): (usize, usize),
+    ) -> f64 {
+        (0..k)
+            .map(|p| f64::from(a[p * lda + i]) * f64::from(b[p * ldb + j]))
+            .sum()
+    }
 
     /// Every shape's edges (tile remainders in both directions, one feature,
     /// strides wider than the operands) against the sums in f64: the products
@@ -230,7 +253,7 @@ mod tests {
         if !available() {
             return;
         }
-        let mut rng = super::super::super::tests::Rng(5);
+        let mut rng = Rng(5);
         for (m, k, n) in [
             (1, 1, 1),
             (6, 19, 1024),
@@ -238,23 +261,15 @@ mod tests {
             (7, 3, 16),
             (13, 40, 47),
         ] {
-            let (lda, ldb) = (m + 3, n + 5);
-            let mut int = || (rng.unit() * 16.0).floor() as f32 - 8.0;
-            let a: Vec<f32> = (0..k * lda).map(|_| int()).collect();
-            let b: Vec<f32> = (0..k * ldb).map(|_| int()).collect();
+            let [(a, lda), (b, ldb)] = operands(&mut rng, (m, k, n));
             let mut c = vec![f32::NAN; m * n];
             // SAFETY: `available` said so.
             unsafe { products((m, k, n), (&a, lda), (&b, ldb), &mut c) };
-            let exact = |i: usize, j: usize| -> f64 {
-                (0..k)
-                    .map(|p| f64::from(a[p * lda + i]) * f64::from(b[p * ldb + j]))
-                    .sum()
-            };
             for i in 0..m {
                 for j in 0..n {
                     assert_eq!(
                         f64::from(c[i * n + j]),
-                        exact(i, j),
+                        exact(k, (&a, lda), (&b, ldb), (i, j)),
                         "{m}x{k}x{n} at ({i}, {j})"
                     );
                 }
@@ -289,7 +304,7 @@ mod tests {
         if !available() {
             return;
         }
-        let mut rng = super::super::super::tests::Rng(9);
+        let mut rng = Rng(9);
         for (m, k, n) in [
             (1, 1, 1),
             (6, 33, 256),
@@ -297,18 +312,9 @@ mod tests {
             (7, 3, 16),
             (20, 9, 100),
         ] {
-            let (lda, ldb) = (m + 3, n + 5);
-            let mut int = || (rng.unit() * 16.0).floor() as f32 - 8.0;
-            let a: Vec<f32> = (0..k * lda).map(|_| int()).collect();
-            let b: Vec<f32> = (0..k * ldb).map(|_| int()).collect();
+            let [(a, lda), (b, ldb)] = operands(&mut rng, (m, k, n));
             let c: Vec<f32> = (0..m * n)
-                .map(|e| {
-                    let (i, j) = (e / n, e % n);
-                    let sum: f64 = (0..k)
-                        .map(|p| f64::from(a[p * lda + i]) * f64::from(b[p * ldb + j]))
-                        .sum();
-                    sum as f32
-                })
+                .map(|e| exact(k, (&a, lda), (&b, ldb), (e / n, e % n)) as f32)
                 .collect();
             let start: Vec<f32> = (0..m)
                 .map(|i| c[i * n..][..n].iter().sum::<f32>() / n as f32)
