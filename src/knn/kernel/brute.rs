@@ -483,8 +483,19 @@ fn check_shape<T>(
     (b, ldb): (&[T], usize),
     c: &[T],
 ) {
+    check_operands((m, k, n), (a, lda), (b, ldb));
+    assert!(c.len() >= m * n);
+}
+
+/// [`check_shape`] of the operands alone, for a product that writes no `c`
+/// (`sgemm::survivors`).
+fn check_operands<T>(
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (&[T], usize),
+    (b, ldb): (&[T], usize),
+) {
     assert!(k >= 1 && lda >= m && ldb >= n);
-    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n && c.len() >= m * n);
+    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n);
 }
 
 /// Squared-norm slack factor `c` of the prefilter (see [`prefilter`]).

@@ -47,18 +47,13 @@ pub(super) unsafe fn products(
     c: &mut [f32],
 ) {
     super::check_shape((m, k, n), (a, lda), (b, ldb), c);
-    let store = |(i, j): (usize, usize), sums: &[[__m256; 2]]| {
+    let write = |(i, j): (usize, usize), sums: &[[__m256; 2]]| {
         for (r, s) in sums.iter().enumerate() {
-            let out = &mut c[(i + r) * n + j..][..NR];
-            // SAFETY: `out` holds NR = 16 values; AVX is the caller's promise.
-            unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr(), s[0]);
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), s[1]);
-            }
+            store(&mut c[(i + r) * n + j..], s);
         }
     };
     // SAFETY: the shapes are checked above; the CPU's features are the caller's promise.
-    let last = unsafe { tiles((m, k, n), (a, lda), (b, ldb), store) };
+    let last = unsafe { tiles((m, k, n), (a, lda), (b, ldb), write) };
     for i in 0..m {
         for j in last..n {
             c[i * n + j] = product((i, j), k, (a, lda), (b, ldb));
@@ -89,8 +84,7 @@ pub(super) unsafe fn survivors(
     (b, ldb): (&[f32], usize),
     sieve: &mut impl Sieve,
 ) {
-    assert!(k >= 1 && lda >= m && ldb >= n);
-    assert!(a.len() >= (k - 1) * lda + m && b.len() >= (k - 1) * ldb + n);
+    super::check_operands((m, k, n), (a, lda), (b, ldb));
     let sift = |(i, j): (usize, usize), sums: &[[__m256; 2]]| {
         for (r, s) in sums.iter().enumerate() {
             let t = _mm256_set1_ps(sieve.threshold(i + r));
@@ -101,11 +95,7 @@ pub(super) unsafe fn survivors(
                 continue;
             }
             let mut values = [0.0; NR];
-            // SAFETY: `values` holds NR = 16 values.
-            unsafe {
-                _mm256_storeu_ps(values.as_mut_ptr(), s[0]);
-                _mm256_storeu_ps(values.as_mut_ptr().add(8), s[1]);
-            }
+            store(&mut values, s);
             while bits != 0 {
                 let o = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
@@ -168,6 +158,18 @@ unsafe fn tiles(
         }
     }
     whole
+}
+
+/// A tile's row of sums into the first [`NR`] values of `out`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn store(out: &mut [f32], s: &[__m256; 2]) {
+    let out = out[..NR].as_mut_ptr();
+    // SAFETY: `out` points at NR = 16 values.
+    unsafe {
+        _mm256_storeu_ps(out, s[0]);
+        _mm256_storeu_ps(out.add(8), s[1]);
+    }
 }
 
 /// One value of `C`, for the rows past the whole tiles.
